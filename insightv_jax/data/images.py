@@ -1,0 +1,105 @@
+"""Image decoding and LLaVA-NeXT AnyRes preprocessing (numpy + Pillow, on the host / in the loader).
+
+Matches `transformers.LlavaNextImageProcessor` (PIL backend) step by step:
+  1. pick the best pinpoint (h*, w*) for the image's (H, W)        (`model.anyres.best_resolution`)
+  2. resize to fit inside (h*, w*) keeping the aspect ratio (bicubic), pad with black, centred
+  3. cut the padded image into (h*/tile) x (w*/tile) tiles, row-major
+  4. prepend the base tile: the whole image resized to tile x tile (aspect ratio NOT kept)
+  5. scale to [0, 1] and normalise with the tower's mean / std
+
+    tiles, size = preprocess(pil_image, proc)          # tiles: [n, 3, tile, tile] float32, size: (H, W)
+    pixel_values, image_sizes = stack_batch([...])      # [b, n_max, 3, tile, tile], [b, 2]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+from insightv_jax.model import anyres
+from insightv_jax.model.config import LlavaConfig
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageProcessorConfig:
+  """tile: the tower's input size; pinpoints: AnyRes resolutions [(h, w), ...]; mean/std per channel."""
+
+  tile: int
+  pinpoints: tuple[tuple[int, int], ...]
+  mean: tuple[float, float, float] = CLIP_MEAN
+  std: tuple[float, float, float] = CLIP_STD
+
+  @classmethod
+  def for_model(cls, cfg: LlavaConfig) -> ImageProcessorConfig:
+    siglip = cfg.vision.model_type == "siglip_vision_model"
+    return cls(tile=cfg.vision.image_size, pinpoints=tuple(cfg.image_grid_pinpoints),
+               mean=SIGLIP_MEAN if siglip else CLIP_MEAN, std=SIGLIP_STD if siglip else CLIP_STD)
+
+
+class ImageDecodeError(ValueError):
+  pass
+
+
+def decode(data: bytes, where: str = "image") -> Image.Image:
+  """Encoded bytes (PNG/JPEG/...) -> RGB PIL image; a clear error naming `where` if corrupt."""
+  try:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+  except Exception as e:  # Pillow raises several unrelated types for bad data
+    raise ImageDecodeError(f"{where}: cannot decode image ({type(e).__name__}: {e})") from e
+  return img.convert("RGB")
+
+
+def _fit_size(h: int, w: int, th: int, tw: int) -> tuple[int, int]:
+  """Size after resizing (h, w) to fit (th, tw) keeping aspect (transformers' get_patch_output_size)."""
+  scale_w, scale_h = tw / w, th / h
+  if scale_w < scale_h:
+    return min(math.ceil(h * scale_w), th), tw
+  return th, min(math.ceil(w * scale_h), tw)
+
+
+def _normalise(tiles_u8: np.ndarray, proc: ImageProcessorConfig) -> np.ndarray:
+  """[n, h, w, 3] uint8 -> [n, 3, h, w] float32, exactly as transformers rescales then normalises."""
+  x = (tiles_u8.astype(np.float64) * (1 / 255)).astype(np.float32)
+  x = (x - np.asarray(proc.mean, np.float32)) / np.asarray(proc.std, np.float32)
+  return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess(image: Image.Image, proc: ImageProcessorConfig) -> tuple[np.ndarray, tuple[int, int]]:
+  """RGB image -> (tiles [1 + rows*cols, 3, tile, tile] float32, original (H, W))."""
+  if image.mode != "RGB":
+    image = image.convert("RGB")
+  w, h = image.size
+  t = proc.tile
+  idx = int(anyres.best_resolution(h, w, proc.pinpoints))
+  th, tw = proc.pinpoints[idx]
+  nh, nw = _fit_size(h, w, th, tw)
+  resized = np.asarray(image.resize((nw, nh), Image.BICUBIC))
+  (py, ry), (px, rx) = divmod(th - nh, 2), divmod(tw - nw, 2)
+  padded = np.pad(resized, ((py, py + ry), (px, px + rx), (0, 0)))
+  grid = padded.reshape(th // t, t, tw // t, t, 3).transpose(0, 2, 1, 3, 4).reshape(-1, t, t, 3)
+  base = np.asarray(image.resize((t, t), Image.BICUBIC))[None]
+  return _normalise(np.concatenate([base, grid], axis=0), proc), (h, w)
+
+
+def stack_batch(items: list[tuple[np.ndarray, tuple[int, int]]], num_tiles: int | None = None):
+  """Pads each image's tiles with zeros to `num_tiles` (default: the batch max) and stacks them.
+
+  Returns pixel_values [b, n, 3, tile, tile] float32 and image_sizes [b, 2] int32.
+  """
+  n = num_tiles or max(len(tiles) for tiles, _ in items)
+  out = np.zeros((len(items), n) + items[0][0].shape[1:], np.float32)
+  for i, (tiles, _) in enumerate(items):
+    if len(tiles) > n:
+      raise ValueError(f"image {i} has {len(tiles)} tiles, more than num_tiles={n}")
+    out[i, :len(tiles)] = tiles
+  return out, np.asarray([size for _, size in items], np.int32)

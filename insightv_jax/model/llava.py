@@ -1,0 +1,99 @@
+"""LLaVA-NeXT: vision tower -> projector -> AnyRes packing -> merge into text embeddings -> decoder.
+
+    model = LlavaNext(cfg, rngs=nnx.Rngs(0))
+    logits = model(input_ids, pixel_values, image_sizes, attention_mask)   # [b, t, v]
+
+`input_ids` already hold `num_image_tokens(image)` copies of `cfg.image_token_index` per image (the
+processor / chat template expands the placeholder), exactly as `transformers` expects. Row i's image
+tokens are filled, in order, with image i's packed features; shapes are static (jit-friendly).
+
+Notation: b batch, n tiles per image, c channels, h/w tile pixels, t tokens, d width, v vocabulary.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from insightv_jax.model import anyres
+from insightv_jax.model.config import ConfigError, LlavaConfig
+from insightv_jax.model.llm import Decoder, KVCache, segment_positions
+from insightv_jax.model.projector import Projector
+from insightv_jax.model.vision import VisionTower
+
+
+class LlavaNext(nnx.Module):
+  def __init__(self, cfg: LlavaConfig, *, rngs: nnx.Rngs):
+    if cfg.vision_feature_select_strategy == "full" and cfg.vision.has_class_token:
+      raise ConfigError("vision_feature_select_strategy='full' keeps CLIP's class token, which does not "
+                        "tile into the AnyRes grid; use 'default' (as LLaVA-NeXT does)")
+    self.cfg = cfg
+    self.vision_tower = VisionTower(cfg, rngs=rngs)
+    self.multi_modal_projector = Projector(cfg, rngs=rngs)
+    d = cfg.text.hidden_size
+    self.image_newline = nnx.Param(
+        (d**-0.5) * jax.random.normal(rngs.params(), (d,), jnp.dtype(cfg.param_dtype)), axes=("embed",))
+    self.language_model = Decoder(cfg.text, rngs=rngs, dtype=jnp.dtype(cfg.dtype),
+                                  param_dtype=jnp.dtype(cfg.param_dtype), remat=cfg.remat, scan=cfg.scan_layers)
+
+  # ------------------------------------------------------------------------------------------ images
+
+  def max_image_tokens(self) -> int:
+    c = self.cfg
+    return anyres.max_image_tokens(c.image_grid_pinpoints, c.vision.image_size, c.vision.patches_per_side,
+                                   c.tokens_per_tile)
+
+  def image_features(self, pixel_values: jax.Array, image_sizes: jax.Array) -> jax.Array:
+    """pixel_values [b, n, c, h, w], image_sizes [b, 2] -> packed features [b, L, d] (L = max tokens).
+
+    Tiles past an image's own count (batch padding) are encoded but never referenced.
+    """
+    c = self.cfg
+    b, n = pixel_values.shape[:2]
+    tiles = pixel_values.reshape((b * n,) + pixel_values.shape[2:])
+    feats = self.multi_modal_projector(self.vision_tower(tiles))  # [b*n, s, d]
+    d = feats.shape[-1]
+    table = jnp.concatenate([feats.reshape(-1, d), self.image_newline[...].astype(feats.dtype)[None]], axis=0)
+    src = anyres.feature_source_index(image_sizes, n, c.image_grid_pinpoints, c.vision.image_size,
+                                      c.vision.patches_per_side, self.max_image_tokens(), xp=jnp)
+    return jnp.take(table, src, axis=0)
+
+  def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
+            image_sizes: jax.Array | None = None) -> jax.Array:
+    """Text embeddings with image placeholders replaced by image features: [b, t, d]."""
+    x = self.language_model.embed_tokens(input_ids)
+    if pixel_values is None:
+      return x
+    feats = self.image_features(pixel_values, image_sizes)  # [b, L, d]
+    is_image = input_ids == self.cfg.image_token_index
+    k = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)  # [b, t]
+    gathered = jnp.take_along_axis(feats, k[..., None], axis=1)
+    return jnp.where(is_image[..., None], gathered.astype(x.dtype), x)
+
+  # ------------------------------------------------------------------------------------------ forward
+
+  def hidden_states(self, input_ids, pixel_values=None, image_sizes=None, attention_mask=None, *,
+                    segment_ids=None, positions=None, cache: KVCache | None = None, cache_index=0):
+    """Final-norm hidden states [b, t, d] (and the updated cache when one is given).
+
+    segment_ids [b, t] (0 = padding) generalise attention_mask for packed rows; positions default to
+    the index within each segment, so left padding does not shift a row's positions.
+    """
+    if segment_ids is None:
+      segment_ids = (jnp.ones_like(input_ids) if attention_mask is None else attention_mask).astype(jnp.int32)
+    if positions is None:
+      positions = segment_positions(segment_ids)
+    x = self.embed(input_ids, pixel_values, image_sizes)
+    h, new_cache = self.language_model(x, segment_ids, positions, cache=cache, cache_index=cache_index)
+    return h, new_cache
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    return self.language_model.logits(hidden)
+
+  def __call__(self, input_ids, pixel_values=None, image_sizes=None, attention_mask=None, *, segment_ids=None,
+               positions=None) -> jax.Array:
+    """Logits [b, t, v]."""
+    h, _ = self.hidden_states(input_ids, pixel_values, image_sizes, attention_mask, segment_ids=segment_ids,
+                              positions=positions)
+    return self.logits(h)

@@ -1,0 +1,39 @@
+"""insightv-jax: long-chain visual reasoning (Insight-V) for LLaVA-NeXT in JAX / Flax NNX."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="insightv-jax",
+    version="0.1.0",
+    description="Insight-V multi-agent long-chain visual reasoning on a Flax NNX LLaVA-NeXT, TPU/GPU first",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["insightv_jax", "insightv_jax.*", "data_gen", "data_gen.*"]),
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "grain>=0.2.18",
+        "array-record>=0.8.6",
+        "tensorflow-datasets>=4.9.10",
+        "transformers>=5.0",
+        "numpy>=2.0",
+        "absl-py>=2.1",
+        "ml-collections>=1.0",
+        "safetensors>=0.4",
+        "ml-dtypes>=0.5",
+        "pillow>=10.0",
+    ],
+    extras_require={
+        # torch is the PyTorch reference in tests and benchmarks only; never imported at runtime.
+        "dev": ["pytest>=8.0", "ruff>=0.6", "torch>=2.13.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "insightv-convert=insightv_jax.convert:run",
+            "insightv-demo=insightv_jax.demo:run",
+        ],
+    },
+)
