@@ -24,6 +24,7 @@ setup(
         "ml-collections>=1.0",
         "safetensors>=0.4",
         "ml-dtypes>=0.5",
+        "importlib_resources>=6.0",  # tensorflow-datasets needs it to build datasets without TensorFlow
         "pillow>=10.0",
     ],
     extras_require={

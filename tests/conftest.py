@@ -10,3 +10,40 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def model_preset(name: str = "tiny") -> dict:
+  """A preset dict from configs/models.py (the configs folder is data, not a package)."""
+  spec = importlib.util.spec_from_file_location("insightv_model_presets", ROOT / "configs" / "models.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(name).to_dict()
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+  from insightv_jax.model.config import LlavaConfig
+  return LlavaConfig.from_hf(model_preset("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cfg):
+  from flax import nnx
+
+  from insightv_jax.model.llava import LlavaNext
+  return LlavaNext(tiny_cfg, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _absl_flags_parsed():
+  """Grain reads absl flags; tests do not go through app.run."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()

@@ -4,10 +4,10 @@
     logits = model(input_ids, pixel_values, image_sizes, attention_mask)   # [b, t, v]
 
 `input_ids` already hold `num_image_tokens(image)` copies of `cfg.image_token_index` per image (the
-processor / chat template expands the placeholder), exactly as `transformers` expects. Row i's image
-tokens are filled, in order, with image i's packed features; shapes are static (jit-friendly).
+processor / chat template expands the placeholder), exactly as `transformers` expects. Image tokens are
+filled in reading order over the batch with the images' packed features; shapes are static (jit-friendly).
 
-Notation: b batch, n tiles per image, c channels, h/w tile pixels, t tokens, d width, v vocabulary.
+Notation: b batch, i images, n tiles per image, c channels, h/w tile pixels, t tokens, d width, v vocabulary.
 """
 
 from __future__ import annotations
@@ -44,32 +44,41 @@ class LlavaNext(nnx.Module):
     return anyres.max_image_tokens(c.image_grid_pinpoints, c.vision.image_size, c.vision.patches_per_side,
                                    c.tokens_per_tile)
 
-  def image_features(self, pixel_values: jax.Array, image_sizes: jax.Array) -> jax.Array:
-    """pixel_values [b, n, c, h, w], image_sizes [b, 2] -> packed features [b, L, d] (L = max tokens).
+  def image_features(self, pixel_values: jax.Array, image_sizes: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """pixel_values [i, n, c, h, w], image_sizes [i, 2] -> (packed features [i, L, d], lengths [i]).
 
-    Tiles past an image's own count (batch padding) are encoded but never referenced.
+    L is the largest possible packed length; image k's first lengths[k] rows are its features. Tiles past
+    an image's own count (batch padding) are encoded but never referenced.
     """
     c = self.cfg
-    b, n = pixel_values.shape[:2]
-    tiles = pixel_values.reshape((b * n,) + pixel_values.shape[2:])
-    feats = self.multi_modal_projector(self.vision_tower(tiles))  # [b*n, s, d]
+    i, n = pixel_values.shape[:2]
+    tiles = pixel_values.reshape((i * n,) + pixel_values.shape[2:])
+    feats = self.multi_modal_projector(self.vision_tower(tiles))  # [i*n, s, d]
     d = feats.shape[-1]
     table = jnp.concatenate([feats.reshape(-1, d), self.image_newline[...].astype(feats.dtype)[None]], axis=0)
-    src = anyres.feature_source_index(image_sizes, n, c.image_grid_pinpoints, c.vision.image_size,
-                                      c.vision.patches_per_side, self.max_image_tokens(), xp=jnp)
-    return jnp.take(table, src, axis=0)
+    geometry = (c.image_grid_pinpoints, c.vision.image_size, c.vision.patches_per_side)
+    src = anyres.feature_source_index(image_sizes, n, *geometry, self.max_image_tokens(), xp=jnp)
+    lengths = anyres.num_image_tokens(image_sizes[:, 0], image_sizes[:, 1], *geometry, c.tokens_per_tile, xp=jnp)
+    return jnp.take(table, src, axis=0), lengths
 
-  def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
-            image_sizes: jax.Array | None = None) -> jax.Array:
-    """Text embeddings with image placeholders replaced by image features: [b, t, d]."""
+  def embed(self, input_ids: jax.Array, image_feats: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """Text embeddings [b, t, d] with image placeholders replaced by image features.
+
+    As in transformers, placeholders are filled in reading order over the whole batch: the first
+    lengths[0] image tokens (row-major over [b, t]) get image 0's features, the next lengths[1] image 1's,
+    and so on. One image per row is the common case; packed rows hold several images in order.
+    """
     x = self.language_model.embed_tokens(input_ids)
-    if pixel_values is None:
+    if image_feats is None:
       return x
-    feats = self.image_features(pixel_values, image_sizes)  # [b, L, d]
-    is_image = input_ids == self.cfg.image_token_index
-    k = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)  # [b, t]
-    gathered = jnp.take_along_axis(feats, k[..., None], axis=1)
-    return jnp.where(is_image[..., None], gathered.astype(x.dtype), x)
+    feats, lengths = image_feats
+    is_image = (input_ids == self.cfg.image_token_index).reshape(-1)
+    k = jnp.cumsum(is_image) - 1  # global index of each image token
+    ends = jnp.cumsum(lengths)
+    img = jnp.clip(jnp.searchsorted(ends, k, side="right"), 0, feats.shape[0] - 1)
+    j = jnp.clip(k - (ends - lengths)[img], 0, feats.shape[1] - 1)
+    gathered = feats[img, j].reshape(x.shape)
+    return jnp.where(is_image.reshape(x.shape[:2])[..., None], gathered.astype(x.dtype), x)
 
   # ------------------------------------------------------------------------------------------ forward
 
@@ -84,7 +93,8 @@ class LlavaNext(nnx.Module):
       segment_ids = (jnp.ones_like(input_ids) if attention_mask is None else attention_mask).astype(jnp.int32)
     if positions is None:
       positions = segment_positions(segment_ids)
-    x = self.embed(input_ids, pixel_values, image_sizes)
+    feats = None if pixel_values is None else self.image_features(pixel_values, image_sizes)
+    x = self.embed(input_ids, feats)
     h, new_cache = self.language_model(x, segment_ids, positions, cache=cache, cache_index=cache_index)
     return h, new_cache
 

@@ -1,0 +1,225 @@
+"""Chat templates, loss masks, image-token expansion, and the two agents' prompts (one place).
+
+    tpl = TEMPLATES["llama3"]
+    ids, mask = encode_chat(tokenizer, tpl, messages, image_token_counts=[n_img])
+
+`encode_chat` renders the conversation with the template, tokenizes it once (so BPE merges are those of
+the whole text), marks as trainable (`mask = 1`) exactly the tokens of the assistant replies and their
+end-of-turn token, and expands each `<image>` placeholder to the number of image tokens its AnyRes grid
+needs. The `jinja` strings are the same templates for `tokenizer.apply_chat_template` (with
+`{% generation %}` tags so transformers can return the same assistant mask); the tests check that both
+agree token for token.
+
+Messages: [{"role": "system" | "user" | "assistant", "content": str}], `<image>` inside user content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+IMAGE_PLACEHOLDER = "<image>"
+THOUGHTS_OPEN, THOUGHTS_CLOSE = "<thoughts>", "</thoughts>"
+OUTPUT_OPEN, OUTPUT_CLOSE = "<output>", "</output>"
+AGENT_TOKENS = (THOUGHTS_OPEN, THOUGHTS_CLOSE, OUTPUT_OPEN, OUTPUT_CLOSE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTemplate:
+  """name; bos: text at the very start; stop: end-of-turn text (also the generation stop string)."""
+
+  name: str
+  bos: str
+  stop: str
+  default_system: str | None
+  jinja: str
+  special_tokens: tuple[str, ...]
+
+  def render(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
+    """-> (text, [(start, end) char spans of assistant replies incl. their stop text])."""
+    pieces: list[tuple[str, bool]] = []
+    msgs = list(messages)
+    if self.default_system is not None and (not msgs or msgs[0]["role"] != "system"):
+      msgs = [{"role": "system", "content": self.default_system}] + msgs
+    for i, m in enumerate(msgs):
+      role, content = m["role"], m["content"]
+      if role not in ("system", "user", "assistant"):
+        raise ValueError(f"message {i}: role {role!r} is not system/user/assistant")
+      pieces.extend(_RENDER[self.name](i, role, content, self))
+    if add_generation_prompt:
+      pieces.append((_GEN_PROMPT[self.name], False))
+    text, spans, pos = "", [], 0
+    for piece, is_assistant in pieces:
+      if is_assistant:
+        spans.append((pos, pos + len(piece)))
+      text += piece
+      pos += len(piece)
+    return text, spans
+
+
+def _llama3(i, role, content, tpl):
+  head = (tpl.bos if i == 0 else "") + f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+  if role == "assistant":
+    return [(head, False), (content.strip() + tpl.stop, True)]
+  return [(head + content.strip() + tpl.stop, False)]
+
+
+def _chatml(i, role, content, tpl):
+  head = f"<|im_start|>{role}\n"
+  if role == "assistant":
+    return [(head, False), (content + tpl.stop, True), ("\n", False)]
+  return [(head + content + tpl.stop + "\n", False)]
+
+
+def _vicuna(i, role, content, tpl):
+  start = tpl.bos if i == 0 else ""
+  if role == "system":
+    return [(start + content + " ", False)]
+  if role == "user":
+    return [(start + "USER: " + content + " ", False)]
+  return [("ASSISTANT: ", False), (content + tpl.stop, True)]
+
+
+_RENDER = {"llama3": _llama3, "chatml": _chatml, "vicuna": _vicuna}
+_GEN_PROMPT = {"llama3": "<|start_header_id|>assistant<|end_header_id|>\n\n", "chatml": "<|im_start|>assistant\n",
+               "vicuna": "ASSISTANT: "}
+
+_LLAMA3_JINJA = (
+    "{% for message in messages %}"
+    "{% if loop.index0 == 0 %}{{ bos_token }}{% endif %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] | trim + '<|eot_id|>' }}"
+    "{% endgeneration %}{% else %}{{ message['content'] | trim + '<|eot_id|>' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+
+_CHATML_JINJA = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+    "{% endgeneration %}{{ '\\n' }}{% else %}{{ message['content'] + '<|im_end|>\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+_VICUNA_JINJA = (
+    "{% for message in messages %}{% if loop.index0 == 0 %}{{ bos_token }}{% endif %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + ' ' }}"
+    "{% elif message['role'] == 'user' %}{{ 'USER: ' + message['content'] + ' ' }}"
+    "{% else %}{{ 'ASSISTANT: ' }}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}")
+
+TEMPLATES: dict[str, ChatTemplate] = {
+    "llama3": ChatTemplate("llama3", "<|begin_of_text|>", "<|eot_id|>", None, _LLAMA3_JINJA,
+                           ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
+    "chatml": ChatTemplate("chatml", "", "<|im_end|>", "You are a helpful assistant.", _CHATML_JINJA,
+                           ("<|im_start|>", "<|im_end|>", "<|endoftext|>")),
+    "vicuna": ChatTemplate("vicuna", "<s>", "</s>", None, _VICUNA_JINJA, ("<s>", "</s>")),
+}
+TEMPLATE_FOR_MODEL = {"llama": "llama3", "qwen2": "chatml"}
+
+
+def encode_chat(tokenizer, template: ChatTemplate, messages: Sequence[dict], *, image_token_id: int,
+                image_token_counts: Sequence[int] = (), add_generation_prompt: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """-> (ids [t] int32, loss mask [t] int32: 1 on assistant reply tokens and their end-of-turn token).
+
+  The k-th `<image>` placeholder becomes image_token_counts[k] copies of image_token_id (mask 0).
+  """
+  text, spans = template.render(messages, add_generation_prompt)
+  enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+  ids = np.asarray(enc["input_ids"], np.int32)
+  offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
+  mask = np.zeros(len(ids), np.int32)
+  for start, end in spans:
+    mask |= ((offsets[:, 1] > start) & (offsets[:, 0] < end)).astype(np.int32)
+  where = np.flatnonzero(ids == image_token_id)
+  if len(where) != len(image_token_counts):
+    raise ValueError(f"conversation has {len(where)} {IMAGE_PLACEHOLDER} placeholders but "
+                     f"{len(image_token_counts)} images")
+  if len(where):
+    repeats = np.ones(len(ids), np.int64)
+    repeats[where] = np.asarray(image_token_counts, np.int64)
+    ids, mask = np.repeat(ids, repeats), np.repeat(mask, repeats)
+  return ids, mask
+
+
+# --------------------------------------------------------------------------------- the two agents
+
+REASONING_INSTRUCTION = (
+    "Analyse the image and the question step by step. Write only your detailed reasoning, one numbered step "
+    "at a time, inside <thoughts> and </thoughts>. Do not state a final answer.")
+
+SUMMARY_INSTRUCTION = (
+    "Below is a reasoning process written by another model for this question. It may contain mistakes. "
+    "Judge it: use it if it is sound, otherwise rely on the image and your own knowledge. Then give only the "
+    "final answer inside <output> and </output>.")
+
+DIRECT_INSTRUCTION = "Answer the question. Give only the final answer inside <output> and </output>."
+
+COT_INSTRUCTION = (
+    "Think step by step inside <thoughts> and </thoughts>, then give only the final answer inside <output> "
+    "and </output>.")
+
+
+def format_question(question: str, choices: Sequence[str] | None = None) -> str:
+  if not choices:
+    return question
+  options = "\n".join(f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(choices))
+  return f"{question}\n{options}\nAnswer with the option's letter."
+
+
+def format_chain(steps: Sequence) -> str:
+  """Steps (objects with title/content, or (title, content) pairs) -> the chain text agents read/write."""
+  lines = []
+  for i, s in enumerate(steps, 1):
+    title, content = (s.title, s.content) if hasattr(s, "title") else s
+    lines.append(f"Step {i}: {title}\n{content}")
+  return "\n\n".join(lines)
+
+
+def reasoning_messages(question: str, chain: str | None = None) -> list[dict]:
+  """Reasoning agent: image + question -> <thoughts> chain </thoughts> (chain=None for inference)."""
+  msgs = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{question}\n\n{REASONING_INSTRUCTION}"}]
+  if chain is not None:
+    msgs.append({"role": "assistant", "content": f"{THOUGHTS_OPEN}\n{chain}\n{THOUGHTS_CLOSE}"})
+  return msgs
+
+
+def summary_messages(question: str, chain: str, answer: str | None = None) -> list[dict]:
+  """Summary agent: image + question + chain -> <output> answer </output> (answer=None for inference)."""
+  body = f"{IMAGE_PLACEHOLDER}\n{question}\n\n{SUMMARY_INSTRUCTION}\n{THOUGHTS_OPEN}\n{chain}\n{THOUGHTS_CLOSE}"
+  msgs = [{"role": "user", "content": body}]
+  if answer is not None:
+    msgs.append({"role": "assistant", "content": f"{OUTPUT_OPEN}{answer}{OUTPUT_CLOSE}"})
+  return msgs
+
+
+def direct_messages(question: str, answer: str | None = None) -> list[dict]:
+  """Single-model baseline: image + question -> <output> answer </output>."""
+  msgs = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{question}\n\n{DIRECT_INSTRUCTION}"}]
+  if answer is not None:
+    msgs.append({"role": "assistant", "content": f"{OUTPUT_OPEN}{answer}{OUTPUT_CLOSE}"})
+  return msgs
+
+
+def cot_messages(question: str, chain: str | None = None, answer: str | None = None) -> list[dict]:
+  """Single-model chain-of-thought baseline: chain and answer in one reply."""
+  msgs = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{question}\n\n{COT_INSTRUCTION}"}]
+  if chain is not None and answer is not None:
+    msgs.append({"role": "assistant", "content": f"{THOUGHTS_OPEN}\n{chain}\n{THOUGHTS_CLOSE}"
+                                                 f"{OUTPUT_OPEN}{answer}{OUTPUT_CLOSE}"})
+  return msgs
+
+
+def extract_tag(text: str, open_tag: str, close_tag: str) -> str | None:
+  """The text between the last open_tag and the following close_tag (or the end); None if absent."""
+  i = text.rfind(open_tag)
+  if i < 0:
+    return None
+  rest = text[i + len(open_tag):]
+  j = rest.find(close_tag)
+  return (rest if j < 0 else rest[:j]).strip()

@@ -1,0 +1,55 @@
+"""Tokenizers: load a Hugging Face tokenizer folder, train a small BPE offline, add the agents' tokens.
+
+Real runs load the checkpoint's own tokenizer (`load_tokenizer(path)`). The CPU demo and the tests train a
+byte-level BPE on their own text with `train_bpe` (milliseconds, no hub), with the chat template's special
+tokens, `<image>`, a pad token and the agents' `<thoughts>`/`<output>` tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from insightv_jax.data.templates import AGENT_TOKENS, IMAGE_PLACEHOLDER, TEMPLATES
+
+PAD = "<pad>"
+
+
+def load_tokenizer(path: str):
+  from transformers import AutoTokenizer
+  return AutoTokenizer.from_pretrained(path)
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, template: str = "llama3", *, agent_tokens: bool = True):
+  """A byte-level BPE `PreTrainedTokenizerFast` whose special tokens come last in the vocabulary.
+
+  Returns the tokenizer; `<image>` is an added special token (its id is the model's image_token_index).
+  """
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from transformers import PreTrainedTokenizerFast
+
+  tpl = TEMPLATES[template]
+  specials = list(dict.fromkeys(tpl.special_tokens + (IMAGE_PLACEHOLDER, PAD)
+                                + (AGENT_TOKENS if agent_tokens else ())))
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(specials), show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(texts, trainer)
+  fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD)
+  fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s != PAD]})
+  fast.bos_token = tpl.bos or None
+  fast.eos_token = tpl.stop
+  fast.chat_template = tpl.jinja
+  return fast
+
+
+def add_agent_tokens(tokenizer) -> int:
+  """Adds `<thoughts>`, `</thoughts>`, `<output>`, `</output>` if missing; returns the new vocabulary size.
+
+  Grow the model to match with `insightv_jax.model.resize.grow_vocab(model, len(tokenizer))`.
+  """
+  missing = [t for t in AGENT_TOKENS if t not in tokenizer.get_vocab()]
+  if missing:
+    tokenizer.add_tokens(missing, special_tokens=True)
+  return len(tokenizer)

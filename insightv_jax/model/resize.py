@@ -1,0 +1,43 @@
+"""Growing the vocabulary: new token rows start at the mean of the existing rows (Insight-V, LLaVA)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from insightv_jax.model.llava import LlavaNext
+
+
+def grow_vocab(model: LlavaNext, new_size: int) -> LlavaNext:
+  """A copy of `model` whose embedding (and untied LM head) have `new_size` rows.
+
+  Existing rows are kept bit for bit; rows [old, new) are the mean of rows [0, old). Shardings are kept.
+  """
+  cfg = model.cfg
+  old = cfg.text.vocab_size
+  if new_size < old:
+    raise ValueError(f"grow_vocab: new size {new_size} is smaller than the current vocabulary {old}")
+  if new_size == old:
+    return model
+  new_cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "vocab_size": new_size}))
+
+  def grow(table: jax.Array, axis: int) -> jax.Array:
+    mean = jnp.mean(table.astype(jnp.float32), axis=axis, keepdims=True).astype(table.dtype)
+    reps = [1] * table.ndim
+    reps[axis] = new_size - old
+    return jnp.concatenate([table, jnp.tile(mean, reps)], axis=axis)
+
+  graphdef, state = nnx.split(model)
+  new_model = nnx.eval_shape(lambda: LlavaNext(new_cfg, rngs=nnx.Rngs(0)))
+  new_graphdef, new_state = nnx.split(new_model)
+  flat = dict(nnx.to_flat_state(state))
+  for path, var in nnx.to_flat_state(new_state):
+    value = flat[path].get_value()
+    if path == ("language_model", "embed_tokens", "embedding"):
+      value = grow(value, 0)
+    elif path == ("language_model", "lm_head", "kernel"):
+      value = grow(value, 1)
+    var.set_value(value)
+  del graphdef
+  return nnx.merge(new_graphdef, new_state)
