@@ -43,8 +43,10 @@ def _letter(i: int) -> str:
   return chr(ord("A") + i)
 
 
-def _corrupt_index(rng, n) -> int:
-  return int(rng.integers(n))
+def _corrupt_index(rng, n, prefer=()) -> int:
+  """A step to corrupt: one of `prefer` (steps whose loss changes the answer) when there are any."""
+  prefer = list(prefer)
+  return int(prefer[rng.integers(len(prefer))]) if prefer else int(rng.integers(n))
 
 
 # -------------------------------------------------------------------------------------------- grid
@@ -52,7 +54,8 @@ def _corrupt_index(rng, n) -> int:
 def grid_count(scene: GridScene, colour: str, mistake: str | None = None, rng=None) -> Task:
   """Row by row counting with a running total."""
   counts = [scene.count(colour, r) for r in range(scene.rows)]
-  bad = _corrupt_index(rng, scene.rows) if mistake else -1
+  prefer = [r for r in range(scene.rows) if counts[r]] if mistake == "skipped_step" else ()
+  bad = _corrupt_index(rng, scene.rows, prefer) if mistake else -1
   steps, total = [], 0
   for r, row in enumerate(scene.cells):
     n = counts[r]
@@ -88,7 +91,8 @@ def grid_compare(scene: GridScene, a: str, b: str, mistake: str | None = None, r
 def grid_row_max(scene: GridScene, colour: str, mistake: str | None = None, rng=None) -> Task:
   counts = [scene.count(colour, r) for r in range(scene.rows)]
   seen = list(counts)
-  bad = _corrupt_index(rng, scene.rows) if mistake else -1
+  top = max(range(scene.rows), key=lambda r: (counts[r], -r))
+  bad = _corrupt_index(rng, scene.rows, [top] if mistake == "skipped_step" else ()) if mistake else -1
   if mistake in ("wrong_count", "wrong_arithmetic"):
     seen[bad] += 2
   steps = []
@@ -110,7 +114,8 @@ def grid_row_max(scene: GridScene, colour: str, mistake: str | None = None, rng=
 def shape_count(scene: ShapeScene, kind: str, colour: str, mistake: str | None = None, rng=None) -> Task:
   ordered = sorted(scene.shapes, key=lambda s: (s.row, s.col))
   steps, total = [], 0
-  bad = _corrupt_index(rng, len(ordered)) if mistake else -1
+  hits = [i for i, s in enumerate(ordered) if s.kind == kind and s.colour == colour]
+  bad = _corrupt_index(rng, len(ordered), hits if mistake == "skipped_step" else ()) if mistake else -1
   for i, s in enumerate(ordered):
     hit = int(s.kind == kind and s.colour == colour)
     if mistake == "skipped_step" and i == bad:
@@ -168,7 +173,8 @@ def chart_sum(scene: ChartScene, mistake: str | None = None, rng=None) -> Task:
 def chart_range(scene: ChartScene, mistake: str | None = None, rng=None) -> Task:
   vals = list(scene.values)
   seen = list(vals)
-  bad = _corrupt_index(rng, len(vals)) if mistake else -1
+  extremes = [vals.index(max(vals)), vals.index(min(vals))]
+  bad = _corrupt_index(rng, len(vals), extremes) if mistake else -1
   if mistake == "wrong_count":
     seen[bad] = seen[bad] + 1 if seen[bad] < 9 else seen[bad] - 1
   steps = [TaskStep(f"Bar {label}", f"Bar {label} has value {v}.") for i, (label, v) in
@@ -185,10 +191,10 @@ def chart_range(scene: ChartScene, mistake: str | None = None, rng=None) -> Task
 def sample_task(rng: np.random.Generator, scene, kinds: tuple[str, ...], colours: tuple[str, ...]):
   """A random task kind that fits the scene; returns (kind, builder(mistake, rng) -> Task)."""
   if isinstance(scene, GridScene):
-    options = [k for k in ("count", "compare", "row_max") if k in kinds]
-    kind = options[rng.integers(len(options))]
     coloured = [c for c in colours if c != "white"]
-    a, b = rng.choice(len(coloured), 2, replace=False)
+    options = [k for k in ("count", "compare", "row_max") if k in kinds and (k != "compare" or len(coloured) > 1)]
+    kind = options[rng.integers(len(options))]
+    a, b = rng.permutation(len(coloured))[:2] if len(coloured) > 1 else (0, 0)
     ca, cb = coloured[a], coloured[b]
     build = {"count": lambda m, r: grid_count(scene, ca, m, r),
              "compare": lambda m, r: grid_compare(scene, ca, cb, m, r),
@@ -203,5 +209,6 @@ def sample_task(rng: np.random.Generator, scene, kinds: tuple[str, ...], colours
   else:
     options = [k for k in ("chart_sum", "chart_range") if k in kinds]
     kind = options[rng.integers(len(options))]
-    build = {"chart_sum": lambda m, r: chart_sum(scene, m, r), "chart_range": lambda m, r: chart_range(scene, m, r)}[kind]
+    build = {"chart_sum": lambda m, r: chart_sum(scene, m, r),
+             "chart_range": lambda m, r: chart_range(scene, m, r)}[kind]
   return kind, build

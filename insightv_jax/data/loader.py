@@ -20,7 +20,8 @@ Batch (SFT), local to this process, B = batch_size // process_count, T = max_len
   input_ids, loss_mask, segment_ids, positions   [B, T] int32   (segment 0 = padding)
   pixel_values [I, n, 3, tile, tile] float32, image_sizes [I, 2] int32; images in reading order of their
   placeholders; unused slots are zeros with size (tile, tile) and no placeholder refers to them
-  num_skipped [] int32
+  num_skipped [] int32 (records skipped while filling this batch; a finite pipeline's last batch may be
+  all padding when it only reports records skipped at the very end)
 Batch (DPO): chosen_* and rejected_* versions of the [B, T] fields (no packing); images shared, once.
 """
 
@@ -226,9 +227,9 @@ class _BatchIterator(grain.DatasetIterator):
       try:
         ex = self._fetch()
       except StopIteration:
-        if filled == 0:
+        if filled == 0 and skipped == 0:
           raise
-        break
+        break  # a last batch may hold only padding, to report the records skipped at the very end
       if isinstance(ex, Skipped):
         skipped += 1
         continue

@@ -65,6 +65,8 @@ class ImageRef:
   def from_json(cls, d: Any, where: str, field: str = "images") -> ImageRef:
     if not isinstance(d, dict):
       _fail(where, field, f"expected an object with 'path' or 'data_b64', got {type(d).__name__}")
+    if "data_b64" in d and "path" in d:
+      _fail(where, field, "an image needs exactly one of 'path' or 'data_b64', got both")
     if "data_b64" in d:
       try:
         ref = cls(data=base64.b64decode(d["data_b64"], validate=True))

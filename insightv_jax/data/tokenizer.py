@@ -53,3 +53,13 @@ def add_agent_tokens(tokenizer) -> int:
   if missing:
     tokenizer.add_tokens(missing, special_tokens=True)
   return len(tokenizer)
+
+
+def fit_model_config(cfg, tokenizer):
+  """The model config with `<image>`'s id as image_token_index and a vocabulary that covers the tokenizer."""
+  import dataclasses
+  image_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+  if image_id is None or image_id == tokenizer.unk_token_id:
+    raise ValueError(f"the tokenizer has no {IMAGE_PLACEHOLDER} token; add it as a special token first")
+  vocab = max(cfg.text.vocab_size, len(tokenizer))
+  return cfg.replace(image_token_index=int(image_id), text=dataclasses.replace(cfg.text, vocab_size=vocab))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -20,7 +22,7 @@ def grow_vocab(model: LlavaNext, new_size: int) -> LlavaNext:
     raise ValueError(f"grow_vocab: new size {new_size} is smaller than the current vocabulary {old}")
   if new_size == old:
     return model
-  new_cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "vocab_size": new_size}))
+  new_cfg = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=new_size))
 
   def grow(table: jax.Array, axis: int) -> jax.Array:
     mean = jnp.mean(table.astype(jnp.float32), axis=axis, keepdims=True).astype(table.dtype)

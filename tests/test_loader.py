@@ -1,0 +1,152 @@
+"""The Grain loader: exact resume, packing == padding in the model's loss, multi-process coverage, bad records."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from data_gen.synthetic.world import World, WorldConfig
+from insightv_jax.data import loader, records, templates
+from insightv_jax.data.tokenizer import fit_model_config, train_bpe
+from insightv_jax.model.llava import LlavaNext
+from insightv_jax.train.losses import masked_cross_entropy
+
+N = 16
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_cfg):
+  root = tmp_path_factory.mktemp("synthetic")
+  world = World(WorldConfig(kinds=("left_of", "chart_range"), image_size=56, bars=3), seed=1)
+  qs = world.write(str(root), "train", N)
+  sft = [records.ReasoningSFT(id=q.id, images=q.images, question=q.question,
+                              reasoning=templates.format_chain(world.teacher_path(q).steps)) for q in qs]
+  records.write_array_record(str(root / "sft.ar"), sft)
+  tok = train_bpe([r.reasoning + " " + r.question for r in sft], 400, "llama3")
+  cfg = fit_model_config(tiny_cfg, tok)
+  return dict(root=str(root), sft=sft, tok=tok, cfg=cfg, src=records.ArrayRecordSource(str(root / "sft.ar")))
+
+
+def _cfg(data, **kw):
+  base = dict(max_len=384, batch_size=4, image_root=data["root"], template="llama3", seed=3)
+  base.update(kw)
+  return loader.LoaderConfig(**base)
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _assert_same(a, b):
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_resume_is_exact(data, pack):
+  cfg = _cfg(data, pack=pack, images_per_row=3 if pack else 1, max_len=700 if pack else 384)
+  it = iter(loader.make_dataset(data["src"], cfg, data["cfg"], data["tok"]))
+  _take(it, 3)
+  state = json.loads(json.dumps(it.get_state()))  # the state survives JSON (Orbax stores it so)
+  expected = _take(it, 5)  # crosses an epoch boundary (16 records, 4+ per batch)
+  fresh = iter(loader.make_dataset(data["src"], cfg, data["cfg"], data["tok"]))
+  fresh.set_state(state)
+  _assert_same(expected, _take(fresh, 5))
+  if pack:
+    assert max(b["segment_ids"].max() for b in expected) >= 2, "packing put several examples in a row"
+
+
+def test_resume_with_worker_processes(data):
+  cfg = _cfg(data, worker_count=2)
+  it = iter(loader.make_dataset(data["src"], cfg, data["cfg"], data["tok"]))
+  _take(it, 2)
+  state = it.get_state()
+  expected = _take(it, 3)
+  fresh = iter(loader.make_dataset(data["src"], cfg, data["cfg"], data["tok"]))
+  fresh.set_state(state)
+  _assert_same(expected, _take(fresh, 3))
+  it.close()
+  fresh.close()
+
+
+def _segments(batch):
+  """Every example in a batch as (token tuple, image size tuple), in reading order."""
+  out = []
+  img = 0
+  image_id = None
+  for r in range(batch["input_ids"].shape[0]):
+    for s in range(1, batch["segment_ids"][r].max() + 1):
+      toks = batch["input_ids"][r][batch["segment_ids"][r] == s]
+      out.append(tuple(toks.tolist()))
+  del img, image_id
+  return out
+
+
+def test_process_sharding_is_disjoint_and_complete(data):
+  def examples(pi, pc, batch):
+    cfg = _cfg(data, num_epochs=1, batch_size=batch)
+    return [seg for b in loader.make_dataset(data["src"], cfg, data["cfg"], data["tok"], process_index=pi,
+                                             process_count=pc) for seg in _segments(b)]
+  everything = examples(0, 1, 4)
+  a, b = examples(0, 2, 4), examples(1, 2, 4)
+  assert len(everything) == N and len(set(everything)) == N
+  assert not set(a) & set(b)
+  assert set(a) | set(b) == set(everything)
+
+
+def test_packed_and_padded_batches_give_the_same_token_losses(data):
+  model = LlavaNext(data["cfg"], rngs=nnx.Rngs(1))
+  padded = next(iter(loader.make_dataset(data["src"], _cfg(data, num_epochs=1), data["cfg"], data["tok"])))
+  packed = next(iter(loader.make_dataset(data["src"], _cfg(data, num_epochs=1, pack=True, images_per_row=4,
+                                                               max_len=384 * 4, batch_size=1),
+                                         data["cfg"], data["tok"])))
+  assert packed["segment_ids"].max() == 4
+
+  @jax.jit
+  def per_example(model, b):
+    h, _ = model.hidden_states(b["input_ids"], b["pixel_values"], b["image_sizes"], segment_ids=b["segment_ids"],
+                               positions=b["positions"])
+    _, nll, w = masked_cross_entropy(h, model.logits, b["input_ids"], b["loss_mask"], b["segment_ids"], chunk=128)
+    seg = b["segment_ids"]
+    return jnp.stack([jnp.where(seg == s, nll, 0).sum(-1) for s in range(1, 5)], -1), \
+        jnp.stack([jnp.where(seg == s, w, 0).sum(-1) for s in range(1, 5)], -1)
+
+  loss_pad, w_pad = per_example(model, jax.tree.map(jnp.asarray, padded))
+  loss_pack, w_pack = per_example(model, jax.tree.map(jnp.asarray, packed))
+  # padded: example i is segment 1 of row i; packed: example i is segment i + 1 of row 0 (same order)
+  np.testing.assert_array_equal(np.asarray(w_pad)[:, 0], np.asarray(w_pack)[0])
+  np.testing.assert_allclose(np.asarray(loss_pad)[:, 0], np.asarray(loss_pack)[0], rtol=2e-5)
+
+
+def test_bad_records_are_skipped_counted_and_named(data, tmp_path, caplog):
+  good = data["sft"][:3]
+  lines = [r.dumps() for r in good]
+  lines.append(records.ReasoningSFT(id="missing-img", images=(records.ImageRef(path="images/none.png"),),
+                                    question="Q?", reasoning="c").dumps())
+  lines.append(records.ReasoningSFT(id="corrupt-img", images=(records.ImageRef(data=b"not a png"),),
+                                    question="Q?", reasoning="c").dumps())
+  no_field = json.loads(good[0].dumps())
+  no_field["id"] = "no-question"
+  del no_field["question"]
+  lines.append(json.dumps(no_field))
+  lines.append(records.ReasoningSFT(id="too-long", images=good[0].images, question="Q " * 400,
+                                    reasoning="c").dumps())
+  (tmp_path / "mixed.jsonl").write_text("\n".join(lines) + "\n")
+  src = loader.open_source("jsonl", str(tmp_path / "mixed.jsonl"))
+  batches = list(loader.make_dataset(src, _cfg(data, num_epochs=1, batch_size=1), data["cfg"], data["tok"]))
+  assert sum(int((b["loss_mask"].sum() > 0)) for b in batches) == 3
+  assert sum(int(b["num_skipped"]) for b in batches) == 4
+  logged = caplog.text
+  for rid in ("missing-img", "corrupt-img", "no-question", "too-long"):
+    assert rid in logged
+  assert "mixed.jsonl:6" in logged and "'question': is missing" in logged and "over-long" in logged
+  with pytest.raises(loader.BadRecord, match=r"mixed.jsonl:\d \(id=.(missing-img|corrupt-img|no-question|too-long)"):
+    list(loader.make_dataset(src, _cfg(data, num_epochs=1, batch_size=1, strict=True, seed=0), data["cfg"],
+                             data["tok"]))
