@@ -9,7 +9,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["insightv_jax", "insightv_jax.*", "data_gen", "data_gen.*"]),
+    packages=find_packages(include=["insightv_jax", "insightv_jax.*", "data_gen", "data_gen.*", "configs"]),
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12.8",
@@ -24,7 +24,8 @@ setup(
         "ml-collections>=1.0",
         "safetensors>=0.4",
         "ml-dtypes>=0.5",
-        "importlib_resources>=6.0",  # tensorflow-datasets needs it to build datasets without TensorFlow
+        "importlib_resources>=6.0",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (the standard light writer)  # tensorflow-datasets needs it to build datasets without TensorFlow
         "pillow>=10.0",
     ],
     extras_require={
@@ -33,6 +34,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "insightv-train=insightv_jax.main:run",
             "insightv-convert=insightv_jax.convert:run",
             "insightv-demo=insightv_jax.demo:run",
         ],

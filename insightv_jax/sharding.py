@@ -143,3 +143,23 @@ def use_mesh(mesh: Mesh):
 def shard_state(state: nnx.State, mesh: Mesh) -> nnx.State:
   """Places every array of `state` according to its logical axes."""
   return jax.device_put(state, state_shardings(state, mesh))
+
+
+def pure_dict_shardings(state: nnx.State, mesh: Mesh) -> dict:
+  """NamedShardings for `nnx.to_pure_dict(state)`, keyed the same way."""
+  out: dict = {}
+  for path, var in nnx.to_flat_state(state):
+    node = out
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = NamedSharding(mesh, fit_spec(param_spec(var), mesh))
+  return out
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Leading axis over the batch mesh axes (data x fsdp), the rest replicated."""
+  return NamedSharding(mesh, fit_spec(logical_to_spec(("batch",) + (None,) * (ndim - 1)), mesh))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())

@@ -18,8 +18,9 @@ skipped as over-long.
 
 Batch (SFT), local to this process, B = batch_size // process_count, T = max_len, I = B * images_per_row:
   input_ids, loss_mask, segment_ids, positions   [B, T] int32   (segment 0 = padding)
-  pixel_values [I, n, 3, tile, tile] float32, image_sizes [I, 2] int32; images in reading order of their
-  placeholders; unused slots are zeros with size (tile, tile) and no placeholder refers to them
+  pixel_values [I, n, 3, tile, tile] float32, image_sizes [I, 2] int32; row r owns image slots
+  [r * images_per_row, (r + 1) * images_per_row) in the order of its placeholders; unused slots are zeros
+  with size (0, 0), which the model counts as zero image tokens (so rows can be split into micro-batches)
   num_skipped [] int32 (records skipped while filling this batch; a finite pipeline's last batch may be
   all padding when it only reports records skipped at the very end)
 Batch (DPO): chosen_* and rejected_* versions of the [B, T] fields (no packing); images shared, once.
@@ -250,8 +251,8 @@ class _BatchIterator(grain.DatasetIterator):
       for name, arr in _layout([[ex[k] for ex in row] for row in rows], T, ds.pad_id).items():
         batch[prefix + name] = arr
     examples = [ex for row in rows for ex in row]
-    images = [img for ex in examples for img in zip(ex["tiles"], ex["sizes"])]
-    batch.update(_stack_images(images, B * cfg.images_per_row, ds.num_tiles, ds.tile))
+    row_images = [[img for ex in row for img in zip(ex["tiles"], ex["sizes"])] for row in rows]
+    batch.update(_stack_images(row_images, cfg.images_per_row, ds.num_tiles, ds.tile))
     if ds.dpo and any("ref_logps" in ex for ex in examples):
       if not all("ref_logps" in ex for ex in examples):
         raise BadRecord("a DPO batch mixes pairs with and without precomputed reference log-probs")
@@ -286,14 +287,15 @@ def _layout(rows: list[list[tuple[np.ndarray, np.ndarray]]], T: int, pad_id: int
   return {"input_ids": ids, "loss_mask": mask, "segment_ids": seg, "positions": pos}
 
 
-def _stack_images(images, I: int, num_tiles: int, tile: int) -> dict[str, np.ndarray]:
-  if len(images) > I:
-    raise RuntimeError(f"{len(images)} images for {I} image slots")
+def _stack_images(row_images, per_row: int, num_tiles: int, tile: int) -> dict[str, np.ndarray]:
+  """Row r owns image slots [r * per_row, (r + 1) * per_row); empty slots have size (0, 0) = no tokens."""
+  I = len(row_images) * per_row
   pv = np.zeros((I, num_tiles, 3, tile, tile), np.float32)
-  sizes = np.full((I, 2), tile, np.int32)
-  for i, (tiles, size) in enumerate(images):
-    pv[i, :len(tiles)] = tiles
-    sizes[i] = size
+  sizes = np.zeros((I, 2), np.int32)
+  for r, images in enumerate(row_images):
+    for j, (tiles, size) in enumerate(images):
+      pv[r * per_row + j, :len(tiles)] = tiles
+      sizes[r * per_row + j] = size
   return {"pixel_values": pv, "image_sizes": sizes}
 
 

@@ -47,6 +47,7 @@ class LlavaNext(nnx.Module):
   def image_features(self, pixel_values: jax.Array, image_sizes: jax.Array) -> tuple[jax.Array, jax.Array]:
     """pixel_values [i, n, c, h, w], image_sizes [i, 2] -> (packed features [i, L, d], lengths [i]).
 
+    An image slot with size (0, 0) is empty (batch padding): its length is 0.
     L is the largest possible packed length; image k's first lengths[k] rows are its features. Tiles past
     an image's own count (batch padding) are encoded but never referenced.
     """
@@ -57,9 +58,11 @@ class LlavaNext(nnx.Module):
     d = feats.shape[-1]
     table = jnp.concatenate([feats.reshape(-1, d), self.image_newline[...].astype(feats.dtype)[None]], axis=0)
     geometry = (c.image_grid_pinpoints, c.vision.image_size, c.vision.patches_per_side)
-    src = anyres.feature_source_index(image_sizes, n, *geometry, self.max_image_tokens(), xp=jnp)
-    lengths = anyres.num_image_tokens(image_sizes[:, 0], image_sizes[:, 1], *geometry, c.tokens_per_tile, xp=jnp)
-    return jnp.take(table, src, axis=0), lengths
+    present = image_sizes[:, 0] > 0  # size (0, 0) marks an empty image slot: zero tokens
+    safe = jnp.where(present[:, None], image_sizes, c.vision.image_size)
+    src = anyres.feature_source_index(safe, n, *geometry, self.max_image_tokens(), xp=jnp)
+    lengths = anyres.num_image_tokens(safe[:, 0], safe[:, 1], *geometry, c.tokens_per_tile, xp=jnp)
+    return jnp.take(table, src, axis=0), jnp.where(present, lengths, 0)
 
   def embed(self, input_ids: jax.Array, image_feats: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """Text embeddings [b, t, d] with image placeholders replaced by image features.

@@ -53,3 +53,43 @@ def masked_cross_entropy(hidden, logits_fn, input_ids, loss_mask, segment_ids, c
   labels, weights = next_token_targets(input_ids, loss_mask, segment_ids)
   nll = -token_logprobs(hidden, logits_fn, labels, chunk) * weights
   return nll.sum() / jnp.maximum(weights.sum(), 1.0), nll, weights
+
+
+def sequence_logprobs(hidden, logits_fn, input_ids, loss_mask, segment_ids, chunk: int = 512):
+  """Summed log-prob of each row's trainable tokens -> (logp [b], token count [b])."""
+  labels, weights = next_token_targets(input_ids, loss_mask, segment_ids)
+  lp = token_logprobs(hidden, logits_fn, labels, chunk) * weights
+  return lp.sum(-1), weights.sum(-1)
+
+
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
+
+
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0):
+  """The DPO family on sequence log-probs [b] -> (losses [b], chosen_rewards [b], rejected_rewards [b]).
+
+  With h = (pi_c - pi_r) - (ref_c - ref_r) and s = label_smoothing:
+    sigmoid: -(1 - s) log sigma(beta h) - s log sigma(-beta h)        (DPO; s > 0 is conservative DPO)
+    hinge:   max(0, 1 - beta h)                                       (SLiC)
+    ipo:     (h - 1 / (2 beta))^2                                     (IPO; pass LENGTH-AVERAGED log-probs)
+    robust:  ((1 - s)(-log sigma(beta h)) + s log sigma(-beta h)) / (1 - 2 s)   (rDPO, unbiased under noise)
+  Rewards are beta * (policy - reference) log-prob ratios (detached), as TRL reports them.
+  """
+  if loss_type not in DPO_LOSS_TYPES:
+    raise ValueError(f"loss_type={loss_type!r}; expected one of {DPO_LOSS_TYPES}")
+  h = (policy_chosen_logps - policy_rejected_logps) - (ref_chosen_logps - ref_rejected_logps)
+  s = label_smoothing
+  if loss_type == "sigmoid":
+    losses = -(1 - s) * jax.nn.log_sigmoid(beta * h) - s * jax.nn.log_sigmoid(-beta * h)
+  elif loss_type == "hinge":
+    losses = jax.nn.relu(1 - beta * h)
+  elif loss_type == "ipo":
+    losses = (h - 1 / (2 * beta)) ** 2
+  else:
+    if not 0 <= s < 0.5:
+      raise ValueError(f"robust DPO needs 0 <= label_smoothing < 0.5, got {s}")
+    losses = ((1 - s) * -jax.nn.log_sigmoid(beta * h) + s * jax.nn.log_sigmoid(-beta * h)) / (1 - 2 * s)
+  chosen_rewards = jax.lax.stop_gradient(beta * (policy_chosen_logps - ref_chosen_logps))
+  rejected_rewards = jax.lax.stop_gradient(beta * (policy_rejected_logps - ref_rejected_logps))
+  return losses, chosen_rewards, rejected_rewards

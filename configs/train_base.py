@@ -1,0 +1,98 @@
+"""Fields shared by every training job (SFT of either agent, DPO). Each field is documented where set.
+
+Job configs (sft_reasoning.py, sft_summary.py, dpo.py) call `base(...)` and change what differs.
+Variants: `--config=configs/sft_reasoning.py:tiny` (CPU tests / demo) or `:8b` (real hardware).
+"""
+
+import ml_collections
+
+from configs import models
+
+
+def base(task: str, variant: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = task  # "sft" or "dpo"
+  c.seed = 0  # model init seed (random init only)
+  c.tokenizer = ""  # folder of a Hugging Face tokenizer (tokenizer.json + tokenizer_config.json)
+  c.log_every = 10  # steps between metrics.jsonl / TensorBoard entries
+  c.loss_chunk = 512  # positions per LM-head chunk in the loss (bounds fp32 logits memory)
+  c.export_params = True  # write workdir/export (params-only Orbax) at the end, for the next stage
+  c.debug_kill_after_step = 0  # tests only: SIGKILL this process after that step (0 = never)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.init = "random"  # "random" (from hf_config), "hf:<llava-hf folder>" or "params:<our export folder>"
+  c.model.hf_config = models.get_config("tiny" if variant == "tiny" else "llava-next-llama3-8b")
+  c.model.dtype = "float32"  # compute dtype: float32 on CPU, bfloat16 on TPU/GPU
+  c.model.param_dtype = "float32"  # master weights
+  c.model.remat = "none"  # none | full | dots_saveable | nothing_saveable
+  c.model.scan_layers = False  # nnx.scan over layers (faster compiles for deep models)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "array_record"  # array_record | jsonl | tfds
+  c.data.paths = ""  # comma-separated files (array_record / jsonl), or the prepared TFDS builder folder
+  c.data.image_root = ""  # root that relative image paths resolve against
+  c.data.max_len = 2048  # tokens per row
+  c.data.batch_size = 8  # global rows per optimizer step
+  c.data.pack = False  # pack several examples per row (SFT)
+  c.data.images_per_row = 1  # image slots per row (> 1 with packing)
+  c.data.template = "llama3"  # llama3 | chatml | vicuna
+  c.data.seed = 0  # shuffling seed
+  c.data.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever (steps bound the run)
+  c.data.worker_count = 0  # Grain worker processes
+  c.data.strict = False  # raise on the first bad record instead of skipping it
+  c.data.min_target_tokens = 4  # reply tokens that must survive truncation
+  c.data.prefetch_buffer_size = 4  # batches buffered per worker
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-5
+  c.optim.warmup_ratio = 0.05  # linear warmup over this fraction of total_steps, then cosine decay
+  c.optim.final_lr_ratio = 0.0  # lr at the end of the cosine, as a fraction of lr
+  c.optim.total_steps = 1000
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0
+  c.optim.clip_norm = 1.0  # global-norm clipping of the trained parameters' gradients (0 = off)
+  c.optim.accum_steps = 1  # micro-batches per optimizer step (batch_size must divide)
+  c.optim.freeze = ("^vision_tower/",)  # regexes over parameter paths; matches are not trained
+
+  c.dpo = ml_collections.ConfigDict()
+  c.dpo.beta = 0.1
+  c.dpo.loss_type = "sigmoid"  # sigmoid | hinge | ipo | robust
+  c.dpo.label_smoothing = 0.0  # conservative DPO (sigmoid) / robust DPO noise rate
+  c.dpo.sft_weight = 0.0  # weight of an NLL term on the chosen chain (the Insight-V code uses 1.0)
+  c.dpo.reference = "model"  # "model": frozen copy of the starting policy; "precomputed": ref_logps in records
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 1  # pure data parallelism
+  c.mesh.fsdp = -1  # parameter/optimizer sharding (-1: all remaining devices)
+  c.mesh.tensor = 1  # tensor parallelism over heads / MLP / vocab
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 500  # steps between (async) checkpoints; 0 = only at the end
+  c.checkpoint.keep = 3  # checkpoints kept
+  c.checkpoint.async_save = True
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""  # "host:port" to call jax.distributed.initialize ("" = single process)
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+
+  if variant == "tiny":
+    c.data.max_len = 384
+    c.data.batch_size = 4
+    c.optim.total_steps = 20
+    c.optim.lr = 1e-3
+    c.log_every = 1
+    c.checkpoint.every = 5
+    c.loss_chunk = 128
+    c.optim.freeze = ()
+  elif variant == "8b":
+    c.model.dtype = "bfloat16"
+    c.model.remat = "dots_saveable"
+    c.model.scan_layers = True
+    c.data.max_len = 12288
+    c.data.batch_size = 128
+  else:
+    raise ValueError(f"unknown variant {variant!r}; expected 'tiny' or '8b'")
+  return c

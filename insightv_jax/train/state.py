@@ -1,0 +1,79 @@
+"""Building the train state born sharded: model (random, HF or our params), optimizer state, shardings."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from insightv_jax import params_io, sharding
+from insightv_jax.hf import load_llava_next, read_config
+from insightv_jax.model.config import LlavaConfig
+from insightv_jax.model.llava import LlavaNext
+
+
+def model_config(cfg, tokenizer=None) -> LlavaConfig:
+  """The LlavaConfig of config.model: from the init checkpoint when there is one, else the preset dict."""
+  runtime = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, remat=cfg.remat, scan_layers=cfg.scan_layers)
+  init = cfg.init
+  if init.startswith("hf:"):
+    mc = read_config(init[3:], **runtime)
+  elif init.startswith("params:"):
+    mc = params_io.load_config(init[7:], **runtime)
+  elif init == "random":
+    mc = LlavaConfig.from_hf(cfg.hf_config.to_dict(), **runtime)
+  else:
+    raise ValueError(f"config.model.init={init!r}; expected 'random', 'hf:<folder>' or 'params:<folder>'")
+  if tokenizer is not None:
+    from insightv_jax.data.tokenizer import fit_model_config
+    mc = fit_model_config(mc, tokenizer)
+  return mc
+
+
+def init_model(cfg, mc: LlavaConfig, mesh, seed: int = 0) -> LlavaNext:
+  """config.model.init: 'random' (jitted init straight into its shardings), 'hf:<dir>' or 'params:<dir>'.
+
+  A checkpoint whose vocabulary is smaller than `mc`'s (the tokenizer gained the agents' tokens) is grown
+  with mean-initialised rows.
+  """
+  init = cfg.init
+  kw = dict(dtype=mc.dtype, param_dtype=mc.param_dtype, mesh=mesh, scan_layers=mc.scan_layers, remat=mc.remat)
+  if init.startswith("hf:"):
+    model = load_llava_next(init[3:], **kw)
+  elif init.startswith("params:"):
+    model = params_io.load_params(init[7:], **kw)
+  else:
+    abstract = nnx.eval_shape(lambda: LlavaNext(mc, rngs=nnx.Rngs(seed)))
+    graphdef, abs_state = nnx.split(abstract)
+    out = sharding.pure_dict_shardings(abs_state, mesh)
+    params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(LlavaNext(mc, rngs=nnx.Rngs(seed)))), out_shardings=out)()
+    return nnx.merge(graphdef, params)
+  if model.cfg.text.vocab_size < mc.text.vocab_size:
+    from insightv_jax.model.resize import grow_vocab
+    model = grow_vocab(model, mc.text.vocab_size)
+  if model.cfg.image_token_index != mc.image_token_index:
+    model = nnx.merge(nnx.split(nnx.eval_shape(lambda: LlavaNext(mc, rngs=nnx.Rngs(0))))[0],
+                      nnx.to_pure_dict(nnx.state(model)))
+  return model
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, params, param_shardings, mesh):
+  """Optimizer-state shardings: moments like their parameters, counters replicated."""
+  abstract = jax.eval_shape(tx.init, params)
+  repl = sharding.replicated(mesh)
+  return optax.tree_map_params(tx, lambda _, s: s, abstract, param_shardings,
+                               transform_non_params=lambda _: repl)
+
+
+def abstract_like(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def params_of(model: LlavaNext):
+  graphdef, state = nnx.split(model)
+  return graphdef, nnx.to_pure_dict(state)
+
+
+def zeros_step(mesh):
+  return jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh))
