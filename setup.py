@@ -24,8 +24,8 @@ setup(
         "ml-collections>=1.0",
         "safetensors>=0.4",
         "ml-dtypes>=0.5",
-        "importlib_resources>=6.0",
-        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (the standard light writer)  # tensorflow-datasets needs it to build datasets without TensorFlow
+        "importlib_resources>=6.0",  # tensorflow-datasets needs it to build datasets without TensorFlow
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (the standard light writer)
         "pillow>=10.0",
     ],
     extras_require={
