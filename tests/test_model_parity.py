@@ -95,9 +95,9 @@ def test_text_only_and_scan_equivalence(case):
   if name != "llama-clip":
     pytest.skip("one text-only check is enough")
   rng = np.random.default_rng(1)
-  ids = rng.integers(0, 200, (2, 9))
+  ids = rng.integers(0, 200, (2, 256))  # 2 query blocks: exercises the block-causal attention path
   mask = np.ones_like(ids)
-  mask[0, :4] = 0  # left padding
+  mask[0, :140] = 0  # left padding across a block boundary
   with torch.no_grad():
     ref = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                    position_ids=torch.tensor(np.clip(mask.cumsum(-1) - 1, 0, None))).logits.numpy()

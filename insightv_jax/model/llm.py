@@ -58,11 +58,16 @@ def rope_inv_freq(cfg: TextConfig) -> np.ndarray:
   return np.where(medium, smoothed, out).astype(np.float32)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-  """x: [b, t, n, e], positions: [b, t]; the "rotate half" layout of transformers."""
+def rope_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """positions [b, t] -> (cos, sin) [b, t, 1, e], computed once per forward and shared by all layers."""
   freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [b, t, e/2]
   emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
-  cos, sin = jnp.cos(emb), jnp.sin(emb)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """x: [b, t, n, e]; the "rotate half" layout of transformers."""
+  cos, sin = rope
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   rotated = jnp.concatenate([-x2, x1], axis=-1)
   return (x.astype(jnp.float32) * cos + rotated * sin).astype(x.dtype)
@@ -83,6 +88,17 @@ def attention_mask(q_segment: jax.Array, q_slot: jax.Array, kv_segment: jax.Arra
   return (kv_slot <= q_slot[:, :, None]) & (q_segment[:, :, None] == kv_segment[:, None, :])
 
 
+BLOCK_Q = 128  # query block of the causal attention without a cache (skips the keys a block cannot see)
+
+
+def _attend(q, k, v, mask):
+  """q [b, t, k, g, e] (pre-scaled), k/v [b, s, k, e], mask [b, t, s] -> [b, t, k, g, e]."""
+  logits = jnp.einsum("btkge,bske->bkgts", q, k).astype(jnp.float32)
+  logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bkgts,bske->btkge", probs, v)
+
+
 class Attention(nnx.Module):
   def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
     d, e, h, k = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
@@ -93,11 +109,11 @@ class Attention(nnx.Module):
     self.o_proj = Dense(h * e, d, axes=("heads", "embed"), use_bias=cfg.o_bias, **kw)
     self.h, self.k, self.e = h, k, e
 
-  def __call__(self, x, positions, mask, inv_freq, kv=None, cache_index=None):
+  def __call__(self, x, rope, mask, kv=None, cache_index=None):
     """x: [b, t, d]; mask: [b, t, s]; kv: optional (k, v) caches [b, s, k, e] written at cache_index."""
     b, t, _ = x.shape
-    q = apply_rope(self.q_proj(x).reshape(b, t, self.h, self.e), positions, inv_freq)
-    k = apply_rope(self.k_proj(x).reshape(b, t, self.k, self.e), positions, inv_freq)
+    q = apply_rope(self.q_proj(x).reshape(b, t, self.h, self.e), rope)
+    k = apply_rope(self.k_proj(x).reshape(b, t, self.k, self.e), rope)
     v = self.v_proj(x).reshape(b, t, self.k, self.e)
     if kv is not None:
       k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), cache_index, axis=1)
@@ -105,13 +121,14 @@ class Attention(nnx.Module):
       new_kv = (k, v)
     else:
       new_kv = None
-    g = self.h // self.k
-    q = q.reshape(b, t, self.k, g, self.e) * (self.e**-0.5)
-    logits = jnp.einsum("btkge,bske->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
-    logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, self.h * self.e)
-    return self.o_proj(out.astype(x.dtype)), new_kv
+    q = q.reshape(b, t, self.k, self.h // self.k, self.e) * (self.e**-0.5)
+    k, v = k.astype(q.dtype), v.astype(q.dtype)
+    if kv is None and t > BLOCK_Q and t % BLOCK_Q == 0:  # causal: query block i only needs keys < (i+1) * bq
+      out = jnp.concatenate([_attend(q[:, i:i + BLOCK_Q], k[:, :i + BLOCK_Q], v[:, :i + BLOCK_Q],
+                                     mask[:, i:i + BLOCK_Q, :i + BLOCK_Q]) for i in range(0, t, BLOCK_Q)], axis=1)
+    else:
+      out = _attend(q, k, v, mask)
+    return self.o_proj(out.reshape(b, t, self.h * self.e).astype(x.dtype)), new_kv
 
 
 class MLP(nnx.Module):
@@ -135,8 +152,8 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
     self.mlp = MLP(cfg, rngs=rngs, **kw)
 
-  def __call__(self, x, positions, mask, inv_freq, kv=None, cache_index=None):
-    attn, new_kv = self.self_attn(self.input_layernorm(x), positions, mask, inv_freq, kv, cache_index)
+  def __call__(self, x, rope, mask, kv=None, cache_index=None):
+    attn, new_kv = self.self_attn(self.input_layernorm(x), rope, mask, kv, cache_index)
     x = x + attn
     x = x + self.mlp(self.post_attention_layernorm(x))
     return sharding.constrain(x, ("batch", "seq", "act_embed")), new_kv
@@ -176,10 +193,10 @@ class Decoder(nnx.Module):
       xs = (cache.k, cache.v)
     x = sharding.constrain(x, ("batch", "seq", "act_embed"))
 
-    inv_freq = rope_inv_freq(self.cfg)
+    rope = rope_tables(positions, rope_inv_freq(self.cfg))
 
     def layer_fn(layer, h, kv):
-      h, new_kv = layer(h, positions, mask, inv_freq, kv, cache_index)
+      h, new_kv = layer(h, rope, mask, kv, cache_index)
       return h, new_kv
 
     x, new_kv = self.layers.apply(x, layer_fn, xs=xs, policy=self.remat if cache is None else None)
