@@ -1,0 +1,122 @@
+"""Batched generation with a KV cache: one jitted prefill (with images) + a `lax.while_loop` decode.
+
+    tokens = generate(model, input_ids, pixel_values, image_sizes, attention_mask, max_new_tokens=128,
+                      temperature=0.7, top_p=0.95, eos_ids=(eot_id,), pad_id=0, seed=0)   # [b, max_new_tokens]
+
+Prompts are left-padded ([b, t], attention_mask 0 on padding), so every row's next token is written at the
+same cache slot; positions continue each row's own count. Rows stop independently on any of their eos ids
+(`eos_ids` is a sequence shared by all rows, or an int array [b, k] per row, -1 = unused); after a row
+stops, its outputs are `pad_id`. The loop ends when every row has stopped or after max_new_tokens.
+Greedy when temperature == 0; otherwise temperature, then top-k (0 = off), then top-p (1.0 = off) sampling.
+Stop strings are applied to decoded text by `truncate_at_stop_strings`.
+
+One compiled program per (batch, prompt length, max_new_tokens, sampling mode) shape: callers bucket
+prompt lengths (`bucket_length`) to keep the number of compilations small.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from insightv_jax.model.llava import LlavaNext
+from insightv_jax.model.llm import KVCache, segment_positions
+
+
+def bucket_length(n: int, multiple: int = 64) -> int:
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def _filter_logits(logits, temperature: float, top_k: int, top_p: float):
+  logits = logits.astype(jnp.float32) / temperature
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    cum = jnp.cumsum(probs, axis=-1)
+    keep = cum - probs < top_p  # always keeps the most likely token
+    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return logits
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p",
+                                             "pad_id"))
+def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_mask, eos, key, *,
+              max_new_tokens: int, temperature: float, top_k: int, top_p: float, pad_id: int):
+  model: LlavaNext = nnx.merge(graphdef, params)
+  b, t = input_ids.shape
+  cfg = model.cfg
+  dtype = jnp.dtype(cfg.dtype)
+  cache = KVCache.zeros(cfg.text, b, t + max_new_tokens, dtype)
+  seg = attention_mask.astype(jnp.int32)
+  h, cache = model.hidden_states(input_ids, pixel_values, image_sizes, segment_ids=seg,
+                                 positions=segment_positions(seg), cache=cache, cache_index=0)
+  logits = model.logits(h[:, -1:])[:, 0]
+  next_pos = seg.sum(-1)  # each row's own next position
+
+  def pick(logits, i):
+    if temperature == 0.0:
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    filtered = _filter_logits(logits, temperature, top_k, top_p)
+    return jax.random.categorical(jax.random.fold_in(key, i), filtered, axis=-1).astype(jnp.int32)
+
+  out = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
+  done = jnp.zeros((b,), bool)
+
+  def cond(carry):
+    i, _, _, _, done, _ = carry
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def body(carry):
+    i, logits, cache, out, done, pos = carry
+    tok = pick(logits, i)
+    tok = jnp.where(done, pad_id, tok)
+    out = out.at[:, i].set(tok)
+    done = done | jnp.any(tok[:, None] == eos, axis=-1)
+    h, cache = model.hidden_states(tok[:, None], segment_ids=jnp.ones((b, 1), jnp.int32), positions=pos[:, None],
+                                   cache=cache, cache_index=t + i)
+    return i + 1, model.logits(h)[:, 0], cache, out, done, pos + 1
+
+  _, _, _, out, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), logits, cache, out, done, next_pos))
+  return out
+
+
+def generate(model: LlavaNext, input_ids, pixel_values=None, image_sizes=None, attention_mask=None, *,
+             max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+             eos_ids: Sequence[int] | np.ndarray = (), pad_id: int = 0, seed: int = 0) -> jax.Array:
+  """-> generated tokens [b, max_new_tokens] (pad_id after each row's stop token). See the module doc."""
+  input_ids = jnp.asarray(input_ids, jnp.int32)
+  b = input_ids.shape[0]
+  if attention_mask is None:
+    attention_mask = jnp.ones_like(input_ids)
+  eos = np.asarray(eos_ids, np.int32)
+  if eos.ndim == 1:
+    eos = np.broadcast_to(eos, (b, eos.shape[0]))
+  if eos.shape[-1] == 0:
+    eos = np.full((b, 1), -1, np.int32)
+  if eos.shape[0] != b:
+    raise ValueError(f"eos_ids has {eos.shape[0]} rows for a batch of {b}")
+  if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+    raise ValueError(f"bad sampling parameters: temperature={temperature}, top_p={top_p}, top_k={top_k}")
+  graphdef, params = nnx.split(model)
+  return _generate(graphdef, params, input_ids, pixel_values, image_sizes, jnp.asarray(attention_mask), jnp.asarray(eos),
+                   jax.random.key(seed), max_new_tokens=max_new_tokens, temperature=float(temperature),
+                   top_k=int(top_k), top_p=float(top_p), pad_id=int(pad_id))
+
+
+def truncate_at_stop_strings(text: str, stop_strings: Sequence[str]) -> str:
+  """Cuts decoded text at the first occurrence of any stop string (the stop string itself is dropped)."""
+  cut = len(text)
+  for s in stop_strings:
+    i = text.find(s)
+    if 0 <= i < cut:
+      cut = i
+  return text[:cut]

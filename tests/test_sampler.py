@@ -1,0 +1,57 @@
+"""The KV-cache sampler: greedy output equals transformers' generate; sampling options and stops behave."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hf_reference import IMAGE_TOKEN, build_hf_model, random_image, tiny_hf_config
+from test_model_parity import make_batch
+
+from insightv_jax.hf import load_llava_next
+from insightv_jax.infer.sampler import generate, truncate_at_stop_strings
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  hf = build_hf_model(tiny_hf_config("llama", "clip"), seed=11)
+  path = tmp_path_factory.mktemp("gen")
+  hf.save_pretrained(path)
+  return hf, load_llava_next(str(path))
+
+
+def test_greedy_matches_transformers_generate(pair):
+  hf, model = pair
+  images = [random_image(40, 90, 1), random_image(70, 30, 2), random_image(50, 50, 3)]
+  ids, mask, pv, sizes = make_batch(model.cfg, images, seed=4, extra=(3, 9, 1))  # different prompt lengths
+  n_new = 12
+  with torch.no_grad():
+    ref = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), pixel_values=torch.tensor(pv),
+                      image_sizes=torch.tensor(sizes), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                      pad_token_id=0, eos_token_id=None)[:, ids.shape[1]:].numpy()
+  ours = np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, max_new_tokens=n_new))
+  np.testing.assert_array_equal(ours, ref)
+  assert IMAGE_TOKEN in ids
+
+
+def test_stops_per_row_and_sampling_modes(pair):
+  _, model = pair
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, 200, (2, 8))
+  greedy = np.asarray(generate(model, ids, max_new_tokens=10))
+  stop = greedy[0, 3]
+  stopped = np.asarray(generate(model, ids, max_new_tokens=10, eos_ids=np.asarray([[stop], [-1]]), pad_id=255))
+  first = int(np.argmax(greedy[0] == stop))
+  np.testing.assert_array_equal(stopped[0, :first + 1], greedy[0, :first + 1])
+  assert (stopped[0, first + 1:] == 255).all() and (stopped[1] == greedy[1]).all()
+  a = np.asarray(generate(model, ids, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=1))
+  b = np.asarray(generate(model, ids, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=1))
+  c = np.asarray(generate(model, ids, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=2))
+  np.testing.assert_array_equal(a, b)
+  assert (a != c).any()
+  top1 = np.asarray(generate(model, ids, max_new_tokens=10, temperature=1.0, top_k=1, seed=3))
+  np.testing.assert_array_equal(top1, greedy)  # top-k 1 is greedy
+  with pytest.raises(ValueError, match="top_p"):
+    generate(model, ids, max_new_tokens=2, top_p=0.0)
+  assert truncate_at_stop_strings("abc</output>xyz", ["</output>", "\n\n"]) == "abc"
