@@ -36,6 +36,7 @@ setup(
         "console_scripts": [
             "insightv-train=insightv_jax.main:run",
             "insightv-convert=insightv_jax.convert:run",
+            "insightv-eval=insightv_jax.eval_main:run",
             "insightv-demo=insightv_jax.demo:run",
         ],
     },

@@ -58,3 +58,17 @@ def load_params(path: str, dtype: str = "float32", *, param_dtype: str | None = 
     restored = ckptr.restore(os.path.join(path, "params"), target)
   nnx.replace_by_pure_dict(params, restored)
   return nnx.merge(graphdef, params, rest)
+
+
+def load_model(spec: str, dtype: str = "float32", **kw) -> LlavaNext:
+  """'hf:<llava-hf folder>' or 'params:<our params folder>' (a bare folder is sniffed) -> sharded model."""
+  from insightv_jax.hf import load_llava_next
+  if spec.startswith("hf:"):
+    return load_llava_next(spec[3:], dtype=dtype, **kw)
+  if spec.startswith("params:"):
+    return load_params(spec[7:], dtype=dtype, **kw)
+  if os.path.isdir(os.path.join(spec, "params")):
+    return load_params(spec, dtype=dtype, **kw)
+  if os.path.exists(os.path.join(spec, "config.json")):
+    return load_llava_next(spec, dtype=dtype, **kw)
+  raise FileNotFoundError(f"{spec}: not an 'hf:' or 'params:' model folder")

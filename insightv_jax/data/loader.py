@@ -168,7 +168,8 @@ class Encoder:
     if isinstance(rec, records.ReasoningSFT):
       return templates.reasoning_messages(rec.question, rec.reasoning)
     if isinstance(rec, records.SummarySFT):
-      return templates.summary_messages(rec.question, rec.reasoning, rec.answer)
+      judgement = None if rec.chain_quality == "none" else ("flawed" if rec.chain_quality == "wrong" else "sound")
+      return templates.summary_messages(rec.question, rec.reasoning, rec.answer, judgement)
     if isinstance(rec, records.Question):
       return templates.direct_messages(templates.format_question(rec.question, rec.choices), rec.answer)
     raise BadRecord(f"{where} (id={rec.id!r}): a {rec.KIND!r} record is not a training example")

@@ -189,13 +189,29 @@ def reasoning_messages(question: str, chain: str | None = None) -> list[dict]:
   return msgs
 
 
-def summary_messages(question: str, chain: str, answer: str | None = None) -> list[dict]:
-  """Summary agent: image + question + chain -> <output> answer </output> (answer=None for inference)."""
+JUDGEMENTS = ("sound", "flawed")
+
+
+def summary_messages(question: str, chain: str, answer: str | None = None, judgement: str | None = None
+                     ) -> list[dict]:
+  """Summary agent: image + question + chain -> [judgement line] <output> answer </output>.
+
+  answer=None builds the inference prompt. judgement ("sound" | "flawed" | None) is the agent's verdict on
+  the chain, trained from the chain's known quality; plain perception data has no chain and no verdict.
+  """
   body = f"{IMAGE_PLACEHOLDER}\n{question}\n\n{SUMMARY_INSTRUCTION}\n{THOUGHTS_OPEN}\n{chain}\n{THOUGHTS_CLOSE}"
   msgs = [{"role": "user", "content": body}]
   if answer is not None:
-    msgs.append({"role": "assistant", "content": f"{OUTPUT_OPEN}{answer}{OUTPUT_CLOSE}"})
+    verdict = f"Judgement: the reasoning is {judgement}.\n" if judgement else ""
+    msgs.append({"role": "assistant", "content": f"{verdict}{OUTPUT_OPEN}{answer}{OUTPUT_CLOSE}"})
   return msgs
+
+
+def parse_judgement(reply: str) -> str | None:
+  for j in JUDGEMENTS:
+    if f"the reasoning is {j}" in reply:
+      return j
+  return None
 
 
 def direct_messages(question: str, answer: str | None = None) -> list[dict]:

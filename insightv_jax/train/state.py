@@ -8,7 +8,7 @@ import optax
 from flax import nnx
 
 from insightv_jax import params_io, sharding
-from insightv_jax.hf import load_llava_next, read_config
+from insightv_jax.hf import read_config
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.model.llava import LlavaNext
 
@@ -38,11 +38,9 @@ def init_model(cfg, mc: LlavaConfig, mesh, seed: int = 0) -> LlavaNext:
   with mean-initialised rows.
   """
   init = cfg.init
-  kw = dict(dtype=mc.dtype, param_dtype=mc.param_dtype, mesh=mesh, scan_layers=mc.scan_layers, remat=mc.remat)
-  if init.startswith("hf:"):
-    model = load_llava_next(init[3:], **kw)
-  elif init.startswith("params:"):
-    model = params_io.load_params(init[7:], **kw)
+  if init != "random":
+    model = params_io.load_model(init, dtype=mc.dtype, param_dtype=mc.param_dtype, mesh=mesh,
+                                 scan_layers=mc.scan_layers, remat=mc.remat)
   else:
     abstract = nnx.eval_shape(lambda: LlavaNext(mc, rngs=nnx.Rngs(seed)))
     graphdef, abs_state = nnx.split(abstract)

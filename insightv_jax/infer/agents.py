@@ -1,0 +1,142 @@
+"""The two agents and the single-model baselines, run in batches through the KV-cache sampler.
+
+    reasoner = Agent(model_r, tokenizer, "llama3", GenerationConfig(max_new_tokens=512))
+    summarizer = Agent(model_s, tokenizer, "llama3", GenerationConfig(max_new_tokens=32))
+    outputs = two_agent(reasoner, summarizer, examples)   # [{"chain", "reply", "judgement"}, ...]
+    outputs = direct(model_agent, examples)                # baseline: answer directly
+    outputs = chain_of_thought(model_agent, examples)      # baseline: chain and answer from one model
+
+Either agent may be the same model. An `Example` is (id, question text with its options, PIL image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from insightv_jax.data import templates
+from insightv_jax.data.images import ImageProcessorConfig, preprocess
+from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
+from insightv_jax.model import anyres
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig:
+  """max_new_tokens, temperature (0 = greedy), top_p, top_k, batch_size (prompts per generate call), seed."""
+
+  max_new_tokens: int = 256
+  temperature: float = 0.0
+  top_p: float = 1.0
+  top_k: int = 0
+  batch_size: int = 8
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  id: str
+  question: str  # already formatted with its options (templates.format_question)
+  image: Image.Image | None
+
+
+class Agent:
+  """A model + tokenizer + chat template that answers batches of conversations."""
+
+  def __init__(self, model, tokenizer, template: str, gen: GenerationConfig = GenerationConfig()):
+    self.model, self.tokenizer, self.gen = model, tokenizer, gen
+    self.template = templates.TEMPLATES[template]
+    cfg = model.cfg
+    self.proc = ImageProcessorConfig.for_model(cfg)
+    v = cfg.vision
+    self.geometry = (cfg.image_grid_pinpoints, v.image_size, v.patches_per_side, cfg.tokens_per_tile)
+    self.num_tiles = anyres.max_patches(cfg.image_grid_pinpoints, v.image_size)
+    self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stops = [self.template.stop, templates.THOUGHTS_CLOSE, templates.OUTPUT_CLOSE]
+    self.eos_ids = sorted({i for i in (tokenizer.convert_tokens_to_ids(s) for s in stops)
+                           if i is not None and i != tokenizer.unk_token_id})
+    self.stop_strings = [self.template.stop]
+
+  def complete(self, conversations: Sequence[list[dict]], images: Sequence[Image.Image | None], *,
+               seed_offset: int = 0) -> list[str]:
+    """Generates one reply per conversation (each has at most one <image>, matched with `images`)."""
+    out: list[str] = []
+    bs = self.gen.batch_size
+    for start in range(0, len(conversations), bs):
+      out.extend(self._batch(conversations[start:start + bs], images[start:start + bs],
+                             seed=self.gen.seed + seed_offset + start))
+    return out
+
+  def _batch(self, convs, images, seed: int) -> list[str]:
+    encoded, tiles, sizes = [], [], []
+    for conv, image in zip(convs, images):
+      counts = []
+      if image is not None:
+        t, (h, w) = preprocess(image, self.proc)
+        tiles.append(t)
+        sizes.append((h, w))
+        counts.append(int(anyres.num_image_tokens(h, w, *self.geometry)))
+      else:
+        tiles.append(None)
+        sizes.append((0, 0))
+        conv = [dict(m, content=m["content"].replace(templates.IMAGE_PLACEHOLDER + "\n", "")) for m in conv]
+      ids, _ = templates.encode_chat(self.tokenizer, self.template, conv,
+                                     image_token_id=self.model.cfg.image_token_index, image_token_counts=counts,
+                                     add_generation_prompt=True)
+      encoded.append(ids)
+    n = self.gen.batch_size  # pad the batch too: one compiled program per prompt-length bucket
+    t = bucket_length(max(len(x) for x in encoded))
+    ids = np.full((n, t), self.pad_id, np.int32)
+    mask = np.zeros((n, t), np.int32)
+    for r, x in enumerate(encoded):
+      ids[r, t - len(x):] = x
+      mask[r, t - len(x):] = 1
+    mask[len(encoded):, -1] = 1  # filler rows: one token so no row is empty
+    pv = np.zeros((n, self.num_tiles, 3, self.proc.tile, self.proc.tile), np.float32)
+    sz = np.zeros((n, 2), np.int32)
+    for r, (tl, s) in enumerate(zip(tiles, sizes)):
+      if tl is not None:
+        pv[r, :len(tl)] = tl
+        sz[r] = s
+    g = self.gen
+    toks = np.asarray(generate(self.model, ids, jnp.asarray(pv), jnp.asarray(sz), mask,
+                               max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+                               top_k=g.top_k, eos_ids=self.eos_ids, pad_id=self.pad_id, seed=seed))
+    replies = []
+    for r in range(len(encoded)):
+      row = [int(x) for x in toks[r] if x != self.pad_id]
+      text = self.tokenizer.decode(row, skip_special_tokens=False)
+      replies.append(truncate_at_stop_strings(text, self.stop_strings).strip())
+    return replies
+
+
+def reason(reasoner: Agent, examples: Sequence[Example], *, seed_offset: int = 0) -> list[str]:
+  """The reasoning agent's chains (the text inside <thoughts>, or the whole reply if the tag is missing)."""
+  replies = reasoner.complete([templates.reasoning_messages(e.question) for e in examples],
+                              [e.image for e in examples], seed_offset=seed_offset)
+  return [_chain_of(r) for r in replies]
+
+
+def _chain_of(reply: str) -> str:
+  inner = templates.extract_tag(reply, templates.THOUGHTS_OPEN, templates.THOUGHTS_CLOSE)
+  return inner if inner is not None else reply
+
+
+def two_agent(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -> list[dict]:
+  chains = reason(reasoner, examples)
+  replies = summarizer.complete([templates.summary_messages(e.question, c) for e, c in zip(examples, chains)],
+                                [e.image for e in examples])
+  return [{"chain": c, "reply": r, "judgement": templates.parse_judgement(r)} for c, r in zip(chains, replies)]
+
+
+def direct(agent: Agent, examples: Sequence[Example]) -> list[dict]:
+  replies = agent.complete([templates.direct_messages(e.question) for e in examples], [e.image for e in examples])
+  return [{"chain": "", "reply": r, "judgement": None} for r in replies]
+
+
+def chain_of_thought(agent: Agent, examples: Sequence[Example]) -> list[dict]:
+  replies = agent.complete([templates.cot_messages(e.question) for e in examples], [e.image for e in examples])
+  return [{"chain": _chain_of(r), "reply": r, "judgement": None} for r in replies]
