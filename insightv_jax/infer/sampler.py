@@ -107,9 +107,9 @@ def generate(model: LlavaNext, input_ids, pixel_values=None, image_sizes=None, a
   if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
     raise ValueError(f"bad sampling parameters: temperature={temperature}, top_p={top_p}, top_k={top_k}")
   graphdef, params = nnx.split(model)
-  return _generate(graphdef, params, input_ids, pixel_values, image_sizes, jnp.asarray(attention_mask), jnp.asarray(eos),
-                   jax.random.key(seed), max_new_tokens=max_new_tokens, temperature=float(temperature),
-                   top_k=int(top_k), top_p=float(top_p), pad_id=int(pad_id))
+  return _generate(graphdef, params, input_ids, pixel_values, image_sizes, jnp.asarray(attention_mask),
+                   jnp.asarray(eos), jax.random.key(seed), max_new_tokens=max_new_tokens,
+                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), pad_id=int(pad_id))
 
 
 def truncate_at_stop_strings(text: str, stop_strings: Sequence[str]) -> str:
