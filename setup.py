@@ -37,6 +37,7 @@ setup(
             "insightv-train=insightv_jax.main:run",
             "insightv-convert=insightv_jax.convert:run",
             "insightv-eval=insightv_jax.eval_main:run",
+            "insightv-datagen=data_gen.main:run_cli",
             "insightv-demo=insightv_jax.demo:run",
         ],
     },

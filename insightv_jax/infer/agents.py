@@ -60,17 +60,28 @@ class Agent:
                            if i is not None and i != tokenizer.unk_token_id})
     self.stop_strings = [self.template.stop]
 
+  def with_generation(self, **changes) -> Agent:
+    """The same agent with other generation settings (shares the model and tokenizer)."""
+    other = object.__new__(Agent)
+    other.__dict__.update(self.__dict__)
+    other.gen = dataclasses.replace(self.gen, **changes)
+    return other
+
   def complete(self, conversations: Sequence[list[dict]], images: Sequence[Image.Image | None], *,
-               seed_offset: int = 0) -> list[str]:
-    """Generates one reply per conversation (each has at most one <image>, matched with `images`)."""
+               seed_offset: int = 0, seeds: Sequence[int] | None = None) -> list[str]:
+    """Generates one reply per conversation (each has at most one <image>, matched with `images`).
+
+    seeds: one sampling seed per conversation (default: gen.seed + seed_offset + index).
+    """
+    if seeds is None:
+      seeds = [self.gen.seed + seed_offset + i for i in range(len(conversations))]
     out: list[str] = []
     bs = self.gen.batch_size
     for start in range(0, len(conversations), bs):
-      out.extend(self._batch(conversations[start:start + bs], images[start:start + bs],
-                             seed=self.gen.seed + seed_offset + start))
+      out.extend(self._batch(conversations[start:start + bs], images[start:start + bs], seeds[start:start + bs]))
     return out
 
-  def _batch(self, convs, images, seed: int) -> list[str]:
+  def _batch(self, convs, images, seeds: Sequence[int]) -> list[str]:
     encoded, tiles, sizes = [], [], []
     for conv, image in zip(convs, images):
       counts = []
@@ -104,7 +115,8 @@ class Agent:
     g = self.gen
     toks = np.asarray(generate(self.model, ids, jnp.asarray(pv), jnp.asarray(sz), mask,
                                max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
-                               top_k=g.top_k, eos_ids=self.eos_ids, pad_id=self.pad_id, seed=seed))
+                               top_k=g.top_k, eos_ids=self.eos_ids, pad_id=self.pad_id,
+                               seed=list(seeds) + [0] * (n - len(seeds))))
     replies = []
     for r in range(len(encoded)):
       row = [int(x) for x in toks[r] if x != self.pad_id]

@@ -8,6 +8,8 @@ same cache slot; positions continue each row's own count. Rows stop independentl
 (`eos_ids` is a sequence shared by all rows, or an int array [b, k] per row, -1 = unused); after a row
 stops, its outputs are `pad_id`. The loop ends when every row has stopped or after max_new_tokens.
 Greedy when temperature == 0; otherwise temperature, then top-k (0 = off), then top-p (1.0 = off) sampling.
+`seed` is one int (rows get distinct streams) or one per row: a row's sample depends only on its own seed
+and prompt, never on its batch mates, so data generation is reproducible under any batching.
 Stop strings are applied to decoded text by `truncate_at_stop_strings`.
 
 One compiled program per (batch, prompt length, max_new_tokens, sampling mode) shape: callers bucket
@@ -49,7 +51,7 @@ def _filter_logits(logits, temperature: float, top_k: int, top_p: float):
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p",
                                              "pad_id"))
-def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_mask, eos, key, *,
+def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_mask, eos, seeds, *,
               max_new_tokens: int, temperature: float, top_k: int, top_p: float, pad_id: int):
   model: LlavaNext = nnx.merge(graphdef, params)
   b, t = input_ids.shape
@@ -66,7 +68,8 @@ def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_
     if temperature == 0.0:
       return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     filtered = _filter_logits(logits, temperature, top_k, top_p)
-    return jax.random.categorical(jax.random.fold_in(key, i), filtered, axis=-1).astype(jnp.int32)
+    draw = lambda s, row: jax.random.categorical(jax.random.fold_in(jax.random.key(s), i), row)
+    return jax.vmap(draw)(seeds, filtered).astype(jnp.int32)  # each row its own stream
 
   out = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
   done = jnp.zeros((b,), bool)
@@ -91,7 +94,7 @@ def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_
 
 def generate(model: LlavaNext, input_ids, pixel_values=None, image_sizes=None, attention_mask=None, *,
              max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-             eos_ids: Sequence[int] | np.ndarray = (), pad_id: int = 0, seed: int = 0) -> jax.Array:
+             eos_ids: Sequence[int] | np.ndarray = (), pad_id: int = 0, seed: int | Sequence[int] = 0) -> jax.Array:
   """-> generated tokens [b, max_new_tokens] (pad_id after each row's stop token). See the module doc."""
   input_ids = jnp.asarray(input_ids, jnp.int32)
   b = input_ids.shape[0]
@@ -106,9 +109,15 @@ def generate(model: LlavaNext, input_ids, pixel_values=None, image_sizes=None, a
     raise ValueError(f"eos_ids has {eos.shape[0]} rows for a batch of {b}")
   if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
     raise ValueError(f"bad sampling parameters: temperature={temperature}, top_p={top_p}, top_k={top_k}")
+  seeds = np.asarray(seed, np.uint32)
+  seeds = np.broadcast_to(seeds, (b,)) if seeds.ndim == 0 else seeds
+  if seeds.shape != (b,):
+    raise ValueError(f"seed: one int or one per row ({b}), got shape {seeds.shape}")
+  if np.ndim(seed) == 0:  # one seed for the batch: distinct streams per row
+    seeds = (seeds + np.arange(b, dtype=np.uint32) * np.uint32(0x9E3779B9)).astype(np.uint32)
   graphdef, params = nnx.split(model)
   return _generate(graphdef, params, input_ids, pixel_values, image_sizes, jnp.asarray(attention_mask),
-                   jnp.asarray(eos), jax.random.key(seed), max_new_tokens=max_new_tokens,
+                   jnp.asarray(eos), jnp.asarray(seeds), max_new_tokens=max_new_tokens,
                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), pad_id=int(pad_id))
 
 

@@ -1,0 +1,214 @@
+"""Generator backends behind one protocol: `backend.chat(requests) -> replies` (one string per request).
+
+  ScriptedBackend  the synthetic world's teacher, answering the step-by-step protocol (tests, demo)
+  LocalBackend     our JAX model through the batched KV-cache sampler (any checkpoint, sharded)
+  OpenAIBackend    any OpenAI-compatible chat-completions server (vLLM, SGLang, a hosted API): images as
+                   data URLs, bounded concurrency, retries with exponential backoff on 429 / 5xx / timeouts,
+                   the API key read from an environment variable (never logged), an on-disk response cache
+
+A `ChatRequest` carries the conversation, the image (encoded bytes), sampling parameters and a `seed`
+that is a pure function of what is asked (question, path, step, attempt), so every backend that honours
+seeds returns the same reply for the same request, in any batch and after any restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import dataclasses
+import hashlib
+import http.client
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Protocol, Sequence
+
+from absl import logging
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+  """messages: [{"role", "content"}] (content is text; the image goes with the first user message)."""
+
+  messages: tuple[dict, ...]
+  image: bytes | None = None
+  temperature: float = 0.7
+  top_p: float = 0.95
+  max_tokens: int = 512
+  seed: int = 0
+  meta: dict = dataclasses.field(default_factory=dict)  # for scripted backends: question id, path index ...
+
+  def cache_key(self) -> str:
+    payload = json.dumps({"m": self.messages, "i": hashlib.sha256(self.image or b"").hexdigest(),
+                          "t": self.temperature, "p": self.top_p, "n": self.max_tokens, "s": self.seed},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class Backend(Protocol):
+  name: str
+
+  def chat(self, requests: Sequence[ChatRequest]) -> list[str | None]:
+    """One reply per request; None when the request failed for good (the caller counts and drops it)."""
+
+
+def stable_seed(*parts: Any) -> int:
+  return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:4], "little")
+
+
+# ------------------------------------------------------------------------------------------ scripted
+
+class ScriptedBackend:
+  """Answers the progressive protocol from the synthetic world's teacher.
+
+  For path k of a question it picks (deterministically from the request seed) a correct chain or one of
+  the teacher's flawed variants, then replies one JSON step per call and finally the answer. A fraction
+  `malformed_rate` of step replies are deliberately malformed, to exercise the retry logic.
+  """
+
+  name = "scripted"
+
+  def __init__(self, world, mistake_rate: float = 0.5, malformed_rate: float = 0.0):
+    self.world, self.mistake_rate, self.malformed_rate = world, mistake_rate, malformed_rate
+
+  def chat(self, requests):
+    return [self._one(r) for r in requests]
+
+  def _one(self, req: ChatRequest) -> str:
+    from data_gen.synthetic.tasks import MISTAKES
+    q, k = req.meta["question"], req.meta["path_index"]
+    rng = random.Random(stable_seed(q.id, k, "choice"))
+    mistake = rng.choice(MISTAKES) if rng.random() < self.mistake_rate else None
+    task = self.world.teacher_task(q, mistake, sample=k)
+    if req.meta.get("stage") == "answer":
+      return task.answer
+    step = req.meta["step_index"]
+    if random.Random(req.seed).random() < self.malformed_rate:
+      return '{"title": "oops", "content": '  # truncated JSON
+    s = task.steps[min(step, len(task.steps) - 1)]
+    last = step >= len(task.steps) - 1
+    return json.dumps({"title": s.title, "content": s.content, "next_action": "summary" if last else "continue"})
+
+
+# --------------------------------------------------------------------------------------------- local
+
+class LocalBackend:
+  """Our model through `insightv_jax.infer.agents.Agent` (chat template, AnyRes, batched sampler)."""
+
+  name = "local"
+
+  def __init__(self, agent):
+    self.agent = agent
+
+  def chat(self, requests):
+    from insightv_jax.data.images import decode
+    replies: list[str | None] = []
+    # sampling parameters are shared per call: group requests that agree on them
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(requests):
+      groups.setdefault((r.temperature, r.top_p, r.max_tokens), []).append(i)
+    out: dict[int, str] = {}
+    for (temperature, top_p, max_tokens), idx in groups.items():
+      agent = self.agent.with_generation(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens)
+      convs, images = [], []
+      for i in idx:
+        msgs = [dict(m) for m in requests[i].messages]
+        if requests[i].image is not None:
+          msgs[0]["content"] = "<image>\n" + msgs[0]["content"]
+        convs.append(msgs)
+        images.append(decode(requests[i].image) if requests[i].image is not None else None)
+      for i, reply in zip(idx, agent.complete(convs, images, seeds=[requests[i].seed for i in idx])):
+        out[i] = reply
+    replies.extend(out[i] for i in range(len(requests)))
+    return replies
+
+
+# -------------------------------------------------------------------------------------------- openai
+
+class OpenAIBackend:
+  """POST {base_url}/chat/completions with bounded concurrency, retries and an on-disk cache."""
+
+  name = "openai"
+  RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
+
+  def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", cache_dir: str | None = None,
+               concurrency: int = 8, max_retries: int = 5, timeout_s: float = 60.0, backoff_s: float = 1.0,
+               max_backoff_s: float = 30.0):
+    self.base_url, self.model = base_url.rstrip("/"), model
+    self._api_key = os.environ.get(api_key_env, "")
+    self.cache_dir = cache_dir
+    self.concurrency, self.max_retries, self.timeout_s = concurrency, max_retries, timeout_s
+    self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+    self.stats = {"requests": 0, "cache_hits": 0, "retries": 0, "failures": 0, "http_errors": 0, "timeouts": 0,
+                  "bad_responses": 0}
+    if cache_dir:
+      os.makedirs(cache_dir, exist_ok=True)
+
+  def __repr__(self):  # never show the key
+    return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, key={'set' if self._api_key else 'unset'})"
+
+  def chat(self, requests):
+    with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+      return list(pool.map(self._one, requests))
+
+  def _payload(self, req: ChatRequest) -> dict:
+    messages = []
+    for i, m in enumerate(req.messages):
+      if i == 0 and m["role"] == "user" and req.image is not None:
+        url = "data:image/png;base64," + base64.b64encode(req.image).decode()
+        content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": m["content"]}]
+        messages.append({"role": "user", "content": content})
+      else:
+        messages.append({"role": m["role"], "content": m["content"]})
+    return {"model": self.model, "messages": messages, "temperature": req.temperature, "top_p": req.top_p,
+            "max_tokens": req.max_tokens, "seed": req.seed}
+
+  def _cache_path(self, req):
+    return os.path.join(self.cache_dir, req.cache_key() + ".json") if self.cache_dir else None
+
+  def _one(self, req: ChatRequest) -> str | None:
+    self.stats["requests"] += 1
+    path = self._cache_path(req)
+    if path and os.path.exists(path):
+      with open(path) as f:
+        self.stats["cache_hits"] += 1
+        return json.load(f)["reply"]
+    body = json.dumps(self._payload(req)).encode()
+    headers = {"Content-Type": "application/json"}
+    if self._api_key:
+      headers["Authorization"] = f"Bearer {self._api_key}"
+    for attempt in range(self.max_retries + 1):
+      if attempt:
+        self.stats["retries"] += 1
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        time.sleep(delay)
+      try:
+        http_req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
+        with urllib.request.urlopen(http_req, timeout=self.timeout_s) as resp:
+          data = json.loads(resp.read())
+        reply = data["choices"][0]["message"]["content"]
+        if not isinstance(reply, str):
+          raise ValueError("message content is not a string")
+      except urllib.error.HTTPError as e:
+        self.stats["http_errors"] += 1
+        if e.code in self.RETRY_STATUS:
+          continue
+        logging.warning("openai backend: HTTP %d (not retried) from %s", e.code, self.base_url)
+        break
+      except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as e:
+        self.stats["timeouts" if "timed out" in str(e) else "http_errors"] += 1
+        continue
+      except (ValueError, KeyError, IndexError, TypeError):
+        self.stats["bad_responses"] += 1
+        continue
+      if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+          json.dump({"reply": reply}, f)
+        os.replace(tmp, path)
+      return reply
+    self.stats["failures"] += 1
+    return None

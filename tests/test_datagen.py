@@ -1,0 +1,174 @@
+"""data_gen: resume after SIGKILL, the OpenAI backend against a misbehaving local server, dataset composition."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from configs.datagen import get_config
+from data_gen import assemble, pipeline, progressive
+from insightv_jax.data import records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(**kw):
+  c = get_config()
+  c.questions = "synthetic:24"
+  c.world.image_size = 56
+  c.chunk_questions = 4
+  c.backend.malformed_rate = 0.1
+  for k, v in kw.items():
+    node = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def _datasets(workdir):
+  d = os.path.join(workdir, "datasets")
+  return {f: open(os.path.join(d, f)).read() for f in sorted(os.listdir(d)) if f.endswith(".jsonl")}
+
+
+def test_killed_run_resumes_to_the_same_datasets(tmp_path):
+  full = pipeline.run(_cfg(), str(tmp_path / "full"))
+  args = [sys.executable, "-m", "data_gen.main", f"--config={ROOT}/configs/datagen.py", f"--workdir={tmp_path / 'k'}",
+          "--config.questions=synthetic:24", "--config.world.image_size=56", "--config.chunk_questions=4",
+          "--config.backend.malformed_rate=0.1"]
+  killed = subprocess.run(args + ["--config.debug_kill_after_chunks=3"], cwd=ROOT, capture_output=True, text=True)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  with open(tmp_path / "k" / "journal" / "paths-0-of-1.jsonl") as f:
+    partial = f.read()
+  assert 0 < partial.count("\n") < 96  # it died midway
+  with open(tmp_path / "k" / "journal" / "paths-0-of-1.jsonl", "a") as f:
+    f.write('{"type": "path", "question_id": "cut-by-the-ki')  # a line torn by the kill
+  resumed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "already in the journal" in resumed.stderr
+  assert _datasets(tmp_path / "k") == _datasets(tmp_path / "full")
+  with open(tmp_path / "k" / "journal" / "paths-0-of-1.jsonl") as f:
+    keys = [(r["question_id"], r["path_index"]) for r in map(json.loads, f)]
+  assert len(keys) == len(set(keys)) == 96  # nothing lost, nothing duplicated
+  assert full["counts"]["paths"] + sum(full["counts"]["paths_dropped"].values()) == 96
+
+
+def test_composition_on_the_synthetic_world(tmp_path):
+  out = pipeline.run(_cfg(**{"questions": "synthetic:40"}), str(tmp_path))
+  acfg = assemble.AssemblyConfig()
+  reasoning = list(records.read_jsonl(str(tmp_path / "datasets" / "reasoning_sft-0-of-1.jsonl")))
+  summary = list(records.read_jsonl(str(tmp_path / "datasets" / "summary_sft-0-of-1.jsonl")))
+  pairs = list(records.read_jsonl(str(tmp_path / "datasets" / "dpo-0-of-1.jsonl")))
+  assert reasoning and summary and pairs
+  per_q = {}
+  for r in reasoning:
+    per_q.setdefault(r.id.split("/")[0], []).append(r)
+  assert max(len(v) for v in per_q.values()) <= acfg.reasoning_per_question
+  qualities = {s.chain_quality for s in summary}
+  assert {"high", "wrong"} <= qualities and qualities <= {"high", "mid", "low", "wrong"}
+  for p in pairs:
+    assert p.chosen_score > p.rejected_score + acfg.min_score_gap
+  # reasoning SFT chains are exactly the teacher's correct chains (the high band of the programmatic scorer)
+  world = pipeline.make_world(_cfg())
+  from insightv_jax.data import templates
+  for r in reasoning[:10]:
+    q = world.question(int(r.id.split("-")[2].split("/")[0]), "train")
+    assert r.reasoning == templates.format_chain(world.teacher_path(q).steps)
+  assert os.path.exists(tmp_path / "report" / "scores.png") and os.path.exists(tmp_path / "report" / "examples.html")
+  assert sum(out["counts"]["paths_dropped"].values()) < 10  # malformed steps were mostly retried successfully
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+  """An OpenAI-compatible server that answers the progressive protocol from the teacher, badly on purpose."""
+
+  world = questions = None
+  counter = 0
+  lock = threading.Lock()
+
+  def log_message(self, *a):
+    pass
+
+  def do_POST(self):
+    with self.lock:
+      type(self).counter += 1
+      n = self.counter
+    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    if n % 7 == 0:
+      return self._send(429, {"error": "rate limited"})
+    if n % 11 == 0:
+      return self._send(503, {"error": "overloaded"})
+    if n % 13 == 0:
+      time.sleep(1.5)  # slower than the client's timeout
+    if n % 17 == 0:
+      return self._raw(200, b"{not json")
+    if n % 19 == 0:
+      return self._send(200, {"choices": []})
+    msgs = body["messages"]
+    assert msgs[0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert self.headers["Authorization"] == "Bearer sk-test-secret"
+    text = msgs[0]["content"][1]["text"]
+    q = next(q for q in self.questions if text.startswith(q.question))
+    task = self.world.teacher_task(q)
+    step = sum(1 for m in msgs if m["role"] == "assistant")
+    if msgs[-1]["content"] == progressive.FINAL_ANSWER:
+      reply = task.answer
+    elif n % 5 == 0:
+      reply = "Sure! Here is the step: title=..."  # malformed step: the synthesiser must retry
+    else:
+      s = task.steps[min(step, len(task.steps) - 1)]
+      reply = json.dumps({"title": s.title, "content": s.content,
+                          "next_action": "summary" if step >= len(task.steps) - 1 else "continue"})
+    self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+  def _send(self, code, obj):
+    self._raw(code, json.dumps(obj).encode())
+
+  def _raw(self, code, data):
+    self.send_response(code)
+    self.send_header("Content-Type", "application/json")
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+
+@pytest.fixture
+def flaky_server():
+  cfg = _cfg(**{"questions": "synthetic:6"})
+  world = pipeline.make_world(cfg)
+  _Flaky.world, _Flaky.questions, _Flaky.counter = world, [world.question(i) for i in range(6)], 0
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+  server.shutdown()
+
+
+def test_openai_backend_survives_a_flaky_server(flaky_server, tmp_path, monkeypatch, caplog):
+  monkeypatch.setenv("TEST_KEY", "sk-test-secret")
+  cfg = _cfg(**{"questions": "synthetic:6", "backend.kind": "openai", "backend.base_url": flaky_server,
+                "backend.model": "teacher", "backend.api_key_env": "TEST_KEY", "backend.timeout_s": 0.5,
+                "backend.backoff_s": 0.01, "backend.max_retries": 6, "backend.concurrency": 4,
+                "progressive.paths_per_question": 2, "progressive.max_retries": 4})
+  out = pipeline.run(cfg, str(tmp_path))
+  c = out["counts"]
+  assert c["paths"] + sum(c["paths_dropped"].values()) == 12  # every path is accounted for
+  assert c["paths"] >= 10
+  stats = c["backend"]
+  assert stats["http_errors"] > 0 and stats["timeouts"] > 0 and stats["bad_responses"] > 0
+  assert stats["retries"] >= stats["http_errors"]
+  assert "sk-test-secret" not in caplog.text and "sk-test-secret" not in json.dumps(c)
+  assert "sk-test-secret" not in repr(pipeline.make_backend(cfg, None, str(tmp_path / "c2")))
+  # the response cache: the same run again (journal removed) is answered from disk
+  import shutil
+  shutil.rmtree(tmp_path / "journal")
+  again = pipeline.run(cfg, str(tmp_path))["counts"]["backend"]
+  assert again["cache_hits"] >= 0.9 * again["requests"]
+  assert _datasets(tmp_path) and again["requests"] > 0
