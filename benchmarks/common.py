@@ -44,24 +44,8 @@ def hf_torch_config():
 
 
 def analytic_train_flops(cfg, seq: int, batch: int, tiles: int) -> float:
-  """Model FLOPs of one training step (forward + backward = 3x forward matmul FLOPs), incl. the vision tower.
-
-  Counts every matmul (projections, MLPs, LM head, attention scores and values); per image, `tiles` tiles.
-  """
-  t, v = cfg.text, cfg.vision
-  d, e = t.hidden_size, t.head_dim
-  per_tok = 2 * (d * t.num_attention_heads * e + 2 * d * t.num_key_value_heads * e + t.num_attention_heads * e * d
-                 + 3 * d * t.intermediate_size)
-  text = batch * seq * (t.num_hidden_layers * per_tok + 2 * d * t.vocab_size)
-  text += batch * t.num_hidden_layers * 2 * 2 * seq * seq * t.num_attention_heads * e  # QK^T and PV (full)
-  s = v.num_positions
-  vd = v.hidden_size
-  vis_tok = 2 * (4 * vd * vd + 2 * vd * v.intermediate_size)
-  layers = cfg.vision_layers_needed
-  vision = batch * tiles * (s * (layers * vis_tok + 2 * v.num_channels * v.patch_size**2 * vd)
-                            + layers * 2 * 2 * s * s * vd)
-  proj = batch * tiles * (s - 1) * 2 * (vd * d + d * d)
-  return 3.0 * (text + vision + proj)
+  from insightv_jax.train.flops import train_flops
+  return train_flops(cfg, seq, batch, tiles)
 
 
 def matmul_peak_jax(n: int = 2048, reps: int = 20) -> float:

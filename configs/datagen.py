@@ -17,6 +17,7 @@ def get_config(arg: str = ""):
   c.shard = 0  # this process's shard of the questions (by id)
   c.num_shards = 1
   c.chunk_questions = 8  # questions per journal append (work lost on a kill is at most one chunk)
+  c.synthesis = "progressive"  # "progressive" (one JSON step per call) or "chains" (a reasoning agent's whole chain)
   c.scorer = "synthetic"  # "synthetic" (programmatic, exact) or "llm" (the backend rates paths 1-100)
   c.answer_judge = "rule"  # "rule" (option letters, numbers, normalised text) or "llm"
   c.debug_kill_after_chunks = 0  # tests only: SIGKILL after this many chunks
@@ -56,6 +57,7 @@ def get_config(arg: str = ""):
   c.progressive.max_retries = 3
   c.progressive.max_step_tokens = 256
   c.progressive.max_answer_tokens = 64
+  c.progressive.max_chain_tokens = 1024  # synthesis='chains': budget of a whole chain
 
   c.assembly = ml_collections.ConfigDict()  # data_gen/assemble.py AssemblyConfig
   c.assembly.high_threshold = 100.0  # the synthetic scorer is exact: only flawless chains; ~80 with an LLM scorer

@@ -42,6 +42,7 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.data.strict = False  # raise on the first bad record instead of skipping it
   c.data.min_target_tokens = 4  # reply tokens that must survive truncation
   c.data.prefetch_buffer_size = 4  # batches buffered per worker
+  c.data.format = "auto"  # "auto" (by record kind) or "cot" (summary_sft records as chain + answer in one reply)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-5

@@ -79,12 +79,15 @@ class ScriptedBackend:
 
   def _one(self, req: ChatRequest) -> str:
     from data_gen.synthetic.tasks import MISTAKES
+    from insightv_jax.data import templates
     q, k = req.meta["question"], req.meta["path_index"]
     rng = random.Random(stable_seed(q.id, k, "choice"))
     mistake = rng.choice(MISTAKES) if rng.random() < self.mistake_rate else None
     task = self.world.teacher_task(q, mistake, sample=k)
     if req.meta.get("stage") == "answer":
       return task.answer
+    if req.meta.get("stage") == "chain":  # a whole chain, as the reasoning agent writes it
+      return f"{templates.THOUGHTS_OPEN}\n{templates.format_chain(task.steps)}\n{templates.THOUGHTS_CLOSE}"
     step = req.meta["step_index"]
     if random.Random(req.seed).random() < self.malformed_rate:
       return '{"title": "oops", "content": '  # truncated JSON

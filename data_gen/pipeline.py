@@ -114,6 +114,8 @@ def run(cfg, workdir: str) -> dict:
   questions = [q for q in questions if _shard_of(q.id, n_shards) == shard]
   backend = make_backend(cfg, world, os.path.join(workdir, "cache"))
   pcfg = progressive.ProgressiveConfig(**cfg.progressive.to_dict())
+  if cfg.synthesis not in ("progressive", "chains"):
+    raise ValueError(f"config.synthesis={cfg.synthesis!r}; expected 'progressive' or 'chains'")
   image_root = cfg.image_root or None
 
   # ------------------------------------------------------------------------------------- synthesis
@@ -129,7 +131,8 @@ def run(cfg, workdir: str) -> dict:
     part = todo[start:start + chunk]
     items = [(q, q.images[0].read(image_root) if q.images else None, k) for q, k in part]
     rows = []
-    for out in progressive.synthesize(items, backend, pcfg):
+    synth = progressive.synthesize if cfg.synthesis == "progressive" else progressive.synthesize_chains
+    for out in synth(items, backend, pcfg):
       if isinstance(out, progressive.Dropped):
         rows.append({"type": "drop", "question_id": out.question_id, "path_index": out.path_index,
                      "reason": out.reason})

@@ -35,7 +35,7 @@ FINAL_ANSWER = "The reasoning is complete. Now give only the final answer to the
 class ProgressiveConfig:
   """paths_per_question: N samples per question. temperature / top_p: sampling (the Insight-V code's 0.7/0.95).
   max_steps: step budget. min_steps: steps demanded before a summary is accepted. max_retries: per step.
-  max_step_tokens / max_answer_tokens: reply budgets.
+  max_step_tokens / max_answer_tokens / max_chain_tokens: reply budgets (chain: a whole chain in one reply).
   """
 
   paths_per_question: int = 4
@@ -46,6 +46,7 @@ class ProgressiveConfig:
   max_retries: int = 3
   max_step_tokens: int = 256
   max_answer_tokens: int = 64
+  max_chain_tokens: int = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,3 +146,43 @@ def synthesize(items: Iterable[tuple[records.Question, bytes | None, int]], back
         p.answering = True
       still.append(p)
     active = still
+
+
+# ------------------------------------------------------------------- whole chains from a reasoning agent
+
+_STEP_BLOCK = re.compile(r"Step \d+: (.+?)\n(.+?)(?=\n\nStep \d+: |\Z)", re.DOTALL)
+
+
+def parse_chain(text: str) -> tuple[records.Step, ...]:
+  """'Step 1: title\\ncontent\\n\\nStep 2: ...' (templates.format_chain) -> steps; () if none parse."""
+  inner = templates.extract_tag(text, templates.THOUGHTS_OPEN, templates.THOUGHTS_CLOSE)
+  body = (inner if inner is not None else text).strip()
+  steps = [records.Step(t.strip(), c.strip(), "continue") for t, c in _STEP_BLOCK.findall(body)
+           if t.strip() and c.strip()]
+  if steps:
+    steps[-1] = dataclasses.replace(steps[-1], action="summary")
+  return tuple(steps)
+
+
+def synthesize_chains(items: Iterable[tuple[records.Question, bytes | None, int]], backend: Backend,
+                      cfg: ProgressiveConfig, generator_name: str = "") -> Iterator[records.ReasoningPath | Dropped]:
+  """Samples whole chains from a reasoning agent (its own prompt, one call per path): iterative DPO's sampler.
+
+  The final answer is the last step's content (the agent writes no separate answer); assessment reads it.
+  """
+  items = list(items)
+  reqs = [ChatRequest(
+      messages=({"role": "user", "content": f"{templates.format_question(q.question, q.choices)}\n\n"
+                                             f"{templates.REASONING_INSTRUCTION}"},),
+      image=img, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_chain_tokens,
+      seed=stable_seed(q.id, k, "chain"), meta={"question": q, "path_index": k, "stage": "chain"})
+      for q, img, k in items]
+  for (q, _, k), reply in zip(items, backend.chat(reqs)):
+    steps = parse_chain(reply or "")
+    if reply is None:
+      yield Dropped(q.id, k, "request_failed")
+    elif not steps:
+      yield Dropped(q.id, k, "unparseable_chain")
+    else:
+      yield records.ReasoningPath(id=f"{q.id}/p{k}", question_id=q.id, steps=steps, final_answer=steps[-1].content,
+                                  meta={"generator": generator_name or backend.name, "path_index": k})

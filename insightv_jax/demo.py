@@ -1,73 +1,181 @@
-"""`insightv-demo` / `make demo`: the main job on the embedded default (tiny model, CPU).
+"""`insightv-demo` / `make demo`: the whole Insight-V pipeline in miniature, on CPU (configs/demo.py).
 
-Current stage: writes a tiny random LLaVA-NeXT checkpoint in the llava-hf layout, loads it back through
-`load_llava_next`, preprocesses an image with AnyRes and prints one forward pass. Later stages (synthetic
-data, SFT, DPO, evaluation) extend this job.
+  1. data generation on the synthetic world: progressive path synthesis (scripted generator with injected
+     mistakes), assessment, assembly of reasoning-SFT, summary-SFT and DPO sets       -> datagen/
+  2. a BPE tokenizer trained on the demo's own text                                     -> tokenizer/
+  3. SFT of the reasoning agent, the summary agent, and two single-model baselines
+     (direct answer; chain-of-thought in one model)                                     -> reasoning/ summary/ direct/ cot/
+  4. iterative DPO of the reasoning agent (sample -> assess -> pairs -> DPO)           -> dpo/round_k/
+  5. evaluation on held-out questions: baselines vs the two agents, before / after DPO  -> eval/
+  6. report.md with the accuracies per stage and PNG plots of training curves and accuracy
+Every stage is resumable: rerunning with the same --workdir skips what is finished.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import app, flags, logging
-from flax import nnx
-from PIL import Image
-
-from insightv_jax.data.images import ImageProcessorConfig, preprocess, stack_batch
-from insightv_jax.hf import load_llava_next, save_llava_next
-from insightv_jax.model import anyres
-from insightv_jax.model.config import LlavaConfig
-from insightv_jax.model.llava import LlavaNext
+from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "demo_out", "Where the demo writes its checkpoint and report.")
-flags.DEFINE_string("model_config", os.path.join(os.path.dirname(__file__), "..", "configs", "models.py"),
-                    "Python file with PRESETS (configs/models.py).")
-flags.DEFINE_string("preset", "tiny", "Model preset in --model_config.")
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py"),
+                                "Demo config (configs/demo.py).", lock_config=False)
+flags.DEFINE_string("workdir", "demo_out", "Where the demo writes everything (reuse it to resume).")
 
 
-def _load_preset(path: str, name: str) -> dict:
-  namespace: dict = {}
-  with open(path) as f:
-    exec(compile(f.read(), path, "exec"), namespace)  # noqa: S102 - a config file of this repo
-  return namespace["get_config"](name).to_dict()
+def _done(path):
+  return os.path.exists(os.path.join(path, "DONE"))
+
+
+def _mark(path):
+  os.makedirs(path, exist_ok=True)
+  open(os.path.join(path, "DONE"), "w").write("ok\n")
+
+
+def run_demo(cfg, wd: str) -> dict:
+  from data_gen import pipeline
+  from insightv_jax.data import records, templates
+  from insightv_jax.data.tokenizer import load_tokenizer, train_bpe
+  from insightv_jax.train.iterative import run_iterative
+  from insightv_jax.train.loop import train
+
+  os.makedirs(wd, exist_ok=True)
+  timings = {}
+  t_start = time.time()
+
+  # -------------------------------------------------------------------------------- 1. data generation
+  t = time.time()
+  gen_dir = os.path.join(wd, "datagen")
+  if not _done(gen_dir):
+    pipeline.run(cfg.datagen, gen_dir)
+    _mark(gen_dir)
+  world = pipeline.make_world(cfg.datagen)
+  data_dir = os.path.join(wd, "data")
+  ds = lambda name: os.path.join(gen_dir, "datasets", f"{name}-0-of-1.arrayrecord")
+  if not _done(data_dir):
+    os.makedirs(data_dir, exist_ok=True)
+    n_train = int(cfg.datagen.questions.split(":")[1])
+    records.write_array_record(os.path.join(data_dir, "direct.arrayrecord"),
+                               (world.question(i, "train") for i in range(n_train)))
+    summary = list(records.read_jsonl(ds("summary_sft").replace(".arrayrecord", ".jsonl")))
+    records.write_array_record(os.path.join(data_dir, "cot.arrayrecord"),
+                               [s for s in summary if s.chain_quality == "high"])
+    records.write_jsonl(os.path.join(data_dir, "test.jsonl"), (world.question(i, "test") for i in range(cfg.n_test)))
+    _mark(data_dir)
+  timings["data generation"] = time.time() - t
+
+  # -------------------------------------------------------------------------------------- 2. tokenizer
+  tok_dir = os.path.join(wd, "tokenizer")
+  if not _done(tok_dir):
+    texts = [r.reasoning for r in records.read_jsonl(ds("reasoning_sft").replace(".arrayrecord", ".jsonl"))]
+    texts += [world.question(i).question for i in range(50)]
+    texts += [templates.REASONING_INSTRUCTION, templates.SUMMARY_INSTRUCTION, templates.DIRECT_INSTRUCTION,
+              templates.COT_INSTRUCTION, "Judgement: the reasoning is sound. flawed."] * 20
+    train_bpe(texts, cfg.tokenizer_vocab, cfg.reasoning.data.template).save_pretrained(tok_dir)
+    _mark(tok_dir)
+  tokenizer = load_tokenizer(tok_dir)
+
+  # ------------------------------------------------------------------------------------------- 3. SFT
+  jobs = {"reasoning": ds("reasoning_sft"), "summary": ds("summary_sft"),
+          "direct": os.path.join(data_dir, "direct.arrayrecord"), "cot": os.path.join(data_dir, "cot.arrayrecord")}
+  for name, path in jobs.items():
+    t = time.time()
+    out = os.path.join(wd, name)
+    if not _done(out):
+      c = copy.deepcopy(cfg[name])
+      c.tokenizer, c.data.paths = tok_dir, path
+      logging.info("SFT %s on %s", name, path)
+      train(c, out)
+      _mark(out)
+    timings[f"SFT {name}"] = time.time() - t
+
+  # ------------------------------------------------------------------------------------------- 4. DPO
+  t = time.time()
+  icfg = _iterative_config(cfg, wd, tok_dir)
+  dpo_rounds = run_iterative(icfg, os.path.join(wd, "dpo"))
+  timings["iterative DPO"] = time.time() - t
+
+  # ------------------------------------------------------------------------------------------ 5. eval
+  t = time.time()
+  accuracy = _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds)
+  timings["evaluation"] = time.time() - t
+  timings["total"] = time.time() - t_start
+
+  # ---------------------------------------------------------------------------------------- 6. report
+  from insightv_jax.demo_report import write_report
+  return write_report(wd, accuracy=accuracy, timings=timings, dpo_rounds=dpo_rounds,
+                      curves={n: os.path.join(wd, n, "metrics.jsonl") for n in jobs} | {
+                          f"dpo round {r['round']}": os.path.join(wd, "dpo", f"round_{r['round']}", "train",
+                                                                   "metrics.jsonl") for r in dpo_rounds})
+
+
+def _iterative_config(cfg, wd, tok_dir):
+  import ml_collections
+
+  from configs.dpo_iterative import get_config
+  c = get_config("tiny")
+  c.rounds = cfg.dpo_rounds
+  c.start_model = "params:" + os.path.join(wd, "reasoning", "export")
+  c.datagen = copy.deepcopy(cfg.datagen)
+  c.datagen.questions = f"synthetic:{cfg.n_dpo}"
+  c.datagen.synthesis = "chains"
+  c.datagen.progressive.max_chain_tokens = cfg.reasoning_max_new_tokens
+  c.datagen.backend.tokenizer = tok_dir
+  c.datagen.backend.template = cfg.reasoning.data.template
+  c.datagen.backend.batch_size = cfg.eval_batch_size
+  c.datagen.assembly.min_score_gap = 10.0
+  c.train = copy.deepcopy(cfg.dpo)
+  c.train.tokenizer = tok_dir
+  assert isinstance(c, ml_collections.ConfigDict)
+  return c
+
+
+def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
+  from insightv_jax import params_io
+  from insightv_jax.eval import readers, runner
+  from insightv_jax.infer import agents
+  questions = readers.read_benchmark(os.path.join(data_dir, "test.jsonl"))
+  load = lambda name: params_io.load_model("params:" + os.path.join(wd, name, "export"))
+  template = cfg.reasoning.data.template
+  gen = lambda n: agents.GenerationConfig(max_new_tokens=n, batch_size=cfg.eval_batch_size)
+  summary = agents.Agent(load("summary"), tokenizer, template, gen(cfg.answer_max_new_tokens))
+  reasoner = agents.Agent(load("reasoning"), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
+  direct = agents.Agent(load("direct"), tokenizer, template, gen(cfg.answer_max_new_tokens))
+  cot = agents.Agent(load("cot"), tokenizer, template, gen(cfg.reasoning_max_new_tokens + 10))
+  systems = {
+      "direct answer (baseline)": lambda ex: agents.direct(direct, ex),
+      "chain-of-thought, one model (baseline)": lambda ex: agents.chain_of_thought(cot, ex),
+      "summary agent alone (no chain)": lambda ex: agents.two_agent(_Silent(), summary, ex),
+      "two agents (SFT)": lambda ex: agents.two_agent(reasoner, summary, ex),
+  }
+  for r in dpo_rounds:
+    dpo_agent = agents.Agent(params_io.load_model(r["model"]), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
+    systems[f"two agents + DPO round {r['round']}"] = lambda ex, a=dpo_agent: agents.two_agent(a, summary, ex)
+  out_dir = os.path.join(wd, "eval")
+  results = {}
+  for name, fn in systems.items():
+    key = name.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "plus")
+    results[name] = runner.evaluate(key, fn, questions, out_dir, image_root=data_dir,
+                                    batch_size=cfg.eval_batch_size * 4)
+  runner.write_report(out_dir, results, title="Held-out synthetic questions")
+  return {name: runner.summarise(rows)["overall"] for name, rows in results.items()}
+
+
+class _Silent:
+  """A 'reasoning agent' that writes an empty chain: the summary agent must answer on its own."""
+
+  def complete(self, conversations, images, **kw):
+    return ["" for _ in conversations]
 
 
 def main(argv):
   del argv
-  os.makedirs(FLAGS.workdir, exist_ok=True)
-  t0 = time.time()
-  cfg = LlavaConfig.from_hf(_load_preset(FLAGS.model_config, FLAGS.preset))
-  ckpt = os.path.join(FLAGS.workdir, "tiny_random_hf")
-  save_llava_next(LlavaNext(cfg, rngs=nnx.Rngs(0)), ckpt)
-  model = load_llava_next(ckpt)
-  logging.info("checkpoint written and loaded from %s", ckpt)
-
-  rng = np.random.default_rng(0)
-  image = Image.fromarray(rng.integers(0, 256, (45, 100, 3), dtype=np.uint8))
-  pixel_values, sizes = stack_batch([preprocess(image, ImageProcessorConfig.for_model(cfg))])
-  v = cfg.vision
-  n_img = int(anyres.num_image_tokens(sizes[:, 0], sizes[:, 1], cfg.image_grid_pinpoints, v.image_size,
-                                      v.patches_per_side, cfg.tokens_per_tile)[0])
-  ids = np.concatenate([[1, 2], np.full(n_img, cfg.image_token_index), [3, 4, 5]])[None]
-  logits = jax.jit(lambda m, *a: m(*a))(model, jnp.asarray(ids), jnp.asarray(pixel_values), jnp.asarray(sizes),
-                                        jnp.ones_like(jnp.asarray(ids)))
-  summary = {
-      "image_size": sizes[0].tolist(),
-      "tiles": int(pixel_values.shape[1]),
-      "image_tokens": n_img,
-      "logits_shape": list(logits.shape),
-      "next_token": int(jnp.argmax(logits[0, -1])),
-      "seconds": round(time.time() - t0, 2),
-  }
-  with open(os.path.join(FLAGS.workdir, "forward.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  print(json.dumps(summary))
+  result = run_demo(FLAGS.config, FLAGS.workdir)
+  print(json.dumps(result, indent=2))
 
 
 def run():

@@ -17,8 +17,21 @@ config_flags.DEFINE_config_file("config", None, "Job config file, e.g. configs/s
 flags.DEFINE_string("workdir", None, "Run folder: config, metrics, checkpoints, export. Reused to resume.")
 
 
+flags.DEFINE_bool("dry_run", False, "Compile the train step ahead of time on a fake mesh with abstract inputs "
+                  "and print per-device memory and FLOPs; allocates nothing (see insightv_jax/train/dry_run.py).")
+flags.DEFINE_integer("dry_run_devices", 8, "Fake devices for --dry_run.")
+
+
 def main(argv):
   del argv
+  if FLAGS.dry_run:
+    from insightv_jax.train.dry_run import dry_run
+    dry_run(FLAGS.config, FLAGS.dry_run_devices)
+    return
+  if FLAGS.config.get("task") == "dpo_iterative":
+    from insightv_jax.train.iterative import run_iterative
+    logging.info("done: %s", run_iterative(FLAGS.config, FLAGS.workdir))
+    return
   from insightv_jax.train.loop import train
   result = train(FLAGS.config, FLAGS.workdir)
   logging.info("done: %s", result)

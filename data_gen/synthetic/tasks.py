@@ -52,24 +52,30 @@ def _corrupt_index(rng, n, prefer=()) -> int:
 # -------------------------------------------------------------------------------------------- grid
 
 def grid_count(scene: GridScene, colour: str, mistake: str | None = None, rng=None) -> Task:
-  """Row by row counting with a running total."""
+  """Cell by cell, row by row, with one running count: "Row 1: blue 0, red 1, red 2, white 2."
+
+  Mistakes: wrong_count misreads one cell (names the wrong colour and counts it), skipped_step leaves out a
+  row that has the colour, wrong_arithmetic slips the running count by one at one cell.
+  """
   counts = [scene.count(colour, r) for r in range(scene.rows)]
   prefer = [r for r in range(scene.rows) if counts[r]] if mistake == "skipped_step" else ()
   bad = _corrupt_index(rng, scene.rows, prefer) if mistake else -1
+  bad_col = int(rng.integers(scene.cols)) if mistake else -1
+  others = [c for c in ("white", "red", "green", "blue", "yellow") if c != colour]
   steps, total = [], 0
   for r, row in enumerate(scene.cells):
-    n = counts[r]
     if mistake == "skipped_step" and r == bad:
       continue
-    if mistake == "wrong_count" and r == bad:
-      n = n + 1 if n == 0 or rng.random() < 0.5 else n - 1
-    new_total = total + n
-    if mistake == "wrong_arithmetic" and r == bad:
-      new_total += 1 if rng.random() < 0.5 or new_total == 0 else -1
-    steps.append(TaskStep(f"Row {r + 1}", f"Row {r + 1} is {', '.join(row)}. It has {n} {colour}. "
-                                          f"Running total: {new_total}."))
-    total = new_total
-  steps.append(TaskStep("Total", f"Adding up all rows gives {total} {colour} cells."))
+    cells = []
+    for c, seen in enumerate(row):
+      if mistake == "wrong_count" and (r, c) == (bad, bad_col):
+        seen = others[int(rng.integers(len(others)))] if seen == colour else colour
+      total += seen == colour
+      if mistake == "wrong_arithmetic" and (r, c) == (bad, bad_col):
+        total += 1 if total == 0 or rng.random() < 0.5 else -1
+      cells.append(f"{seen} {total}")
+    steps.append(TaskStep(f"Row {r + 1}", ", ".join(cells) + "."))
+  steps.append(TaskStep("Total", f"There are {total} {colour} cells."))
   return Task("count", f"How many {colour} cells are in the grid?", str(total), None, tuple(steps),
               {"row_counts": counts, "answer": sum(counts)})
 

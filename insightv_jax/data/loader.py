@@ -51,6 +51,9 @@ class LoaderConfig:
   template: chat template name (templates.TEMPLATES). seed / num_epochs (None = forever): shuffling.
   worker_count: Grain worker processes (0 = in-process). strict: raise on the first bad record.
   min_target_tokens: reply tokens that must survive truncation. image_root: root of relative image paths.
+  format: "auto" (by record kind: reasoning_sft -> reasoning agent, summary_sft -> summary agent, question ->
+  direct answer, dpo_pair -> reasoning agent pair) or "cot" (summary_sft records as ONE reply holding the
+  chain and the answer: the single-model chain-of-thought baseline).
   """
 
   max_len: int = 2048
@@ -65,6 +68,7 @@ class LoaderConfig:
   min_target_tokens: int = 4
   image_root: str | None = None
   prefetch_buffer_size: int = 4
+  format: str = "auto"
 
 
 class BadRecord(Exception):
@@ -165,6 +169,10 @@ class Encoder:
     return out
 
   def _messages(self, rec: records.Record, where: str) -> list[dict]:
+    if self.cfg.format == "cot":
+      if not isinstance(rec, records.SummarySFT) or not rec.reasoning:
+        raise BadRecord(f"{where} (id={rec.id!r}): format='cot' needs summary_sft records with a chain")
+      return templates.cot_messages(rec.question, rec.reasoning, rec.answer)
     if isinstance(rec, records.ReasoningSFT):
       return templates.reasoning_messages(rec.question, rec.reasoning)
     if isinstance(rec, records.SummarySFT):
@@ -311,6 +319,8 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
     raise ValueError("packing is for SFT; DPO pairs are padded (set pack=False)")
   if not cfg.pack and cfg.images_per_row != 1:
     raise ValueError("images_per_row > 1 needs pack=True")
+  if cfg.format not in ("auto", "cot"):
+    raise ValueError(f"format={cfg.format!r}; expected 'auto' or 'cot'")
   ds = grain.MapDataset.source(source)
   if len(ds) < process_count:
     raise ValueError(f"source has {len(ds)} records for {process_count} processes")

@@ -88,7 +88,7 @@ def attention_mask(q_segment: jax.Array, q_slot: jax.Array, kv_segment: jax.Arra
   return (kv_slot <= q_slot[:, :, None]) & (q_segment[:, :, None] == kv_segment[:, None, :])
 
 
-BLOCK_Q = 128  # query block of the causal attention without a cache (skips the keys a block cannot see)
+BLOCK_Q = (128, 64)  # query block sizes tried for causal attention without a cache (skip invisible keys)
 
 
 def _attend(q, k, v, mask):
@@ -123,9 +123,10 @@ class Attention(nnx.Module):
       new_kv = None
     q = q.reshape(b, t, self.k, self.h // self.k, self.e) * (self.e**-0.5)
     k, v = k.astype(q.dtype), v.astype(q.dtype)
-    if kv is None and t > BLOCK_Q and t % BLOCK_Q == 0:  # causal: query block i only needs keys < (i+1) * bq
-      out = jnp.concatenate([_attend(q[:, i:i + BLOCK_Q], k[:, :i + BLOCK_Q], v[:, :i + BLOCK_Q],
-                                     mask[:, i:i + BLOCK_Q, :i + BLOCK_Q]) for i in range(0, t, BLOCK_Q)], axis=1)
+    bq = next((n for n in BLOCK_Q if t > n and t % n == 0), None)
+    if kv is None and bq:  # causal: query block i only needs keys < (i + 1) * bq
+      out = jnp.concatenate([_attend(q[:, i:i + bq], k[:, :i + bq], v[:, :i + bq], mask[:, i:i + bq, :i + bq])
+                             for i in range(0, t, bq)], axis=1)
     else:
       out = _attend(q, k, v, mask)
     return self.o_proj(out.reshape(b, t, self.h * self.e).astype(x.dtype)), new_kv

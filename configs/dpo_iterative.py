@@ -1,0 +1,23 @@
+"""Iterative DPO of the reasoning agent: K rounds of sample -> assess -> pairs -> DPO (Insight-V: 3 rounds).
+
+    insightv-train --config=configs/dpo_iterative.py:tiny --workdir=/runs/idpo \
+        --config.start_model=params:/runs/sft_reasoning/export --config.train.tokenizer=/data/tok
+"""
+
+import ml_collections
+
+from configs import datagen, dpo
+
+
+def get_config(variant: str = "tiny"):
+  c = ml_collections.ConfigDict()
+  c.task = "dpo_iterative"
+  c.rounds = 3  # K
+  c.start_model = ""  # 'params:<dir>': the SFT reasoning agent that round 1 starts from
+  c.sample_temperature = 0.7  # sampling temperature of the round's chains
+  c.datagen = datagen.get_config()  # how chains are sampled and assessed (backend forced to 'local')
+  c.datagen.synthesis = "chains"  # the reasoning agent writes whole chains
+  c.datagen.progressive.paths_per_question = 4  # chains per question
+  c.datagen.assembly.pairs_per_question = 1
+  c.train = dpo.get_config(variant)  # one DPO round (model.init and data.paths are set per round)
+  return c
