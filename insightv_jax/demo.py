@@ -4,7 +4,7 @@
      mistakes), assessment, assembly of reasoning-SFT, summary-SFT and DPO sets       -> datagen/
   2. a BPE tokenizer trained on the demo's own text                                     -> tokenizer/
   3. SFT of the reasoning agent, the summary agent, and two single-model baselines
-     (direct answer; chain-of-thought in one model)                                     -> reasoning/ summary/ direct/ cot/
+     (direct answer; chain-of-thought in one model)                     -> reasoning/ summary/ direct/ cot/
   4. iterative DPO of the reasoning agent (sample -> assess -> pairs -> DPO)           -> dpo/round_k/
   5. evaluation on held-out questions: baselines vs the two agents, before / after DPO  -> eval/
   6. report.md with the accuracies per stage and PNG plots of training curves and accuracy

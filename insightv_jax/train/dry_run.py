@@ -53,7 +53,8 @@ def dry_run(config, n_devices: int) -> dict:
   shapes = {"input_ids": ((B, T), jnp.int32), "loss_mask": ((B, T), jnp.int32), "segment_ids": ((B, T), jnp.int32),
             "positions": ((B, T), jnp.int32), "pixel_values": ((B, tiles, 3, px, px), jnp.dtype(mc.dtype)),
             "image_sizes": ((B, 2), jnp.int32)}
-  batch = {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s))) for k, (s, d) in shapes.items()}
+  batch = {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
+           for k, (s, d) in shapes.items()}
   fn = steps.make_train_step(graphdef, lambda g, p, b, r: steps.sft_loss(g, p, b, chunk=config.loss_chunk), tx,
                              trainable, accum_steps=config.optim.accum_steps)
   jitted = jax.jit(fn, in_shardings=(shardings, {k: v.sharding for k, v in batch.items()}),
@@ -69,7 +70,8 @@ def dry_run(config, n_devices: int) -> dict:
       "devices": n_devices, "mesh": dict(mesh.shape), "params_billion": round(n_params / 1e9, 3),
       "batch": B, "seq": T, "tiles_per_row": tiles, "dtype": mc.dtype, "remat": mc.remat, "scan": mc.scan_layers,
       "per_device_GiB": {"arguments": gib(mem.argument_size_in_bytes), "outputs": gib(mem.output_size_in_bytes),
-                         "temporaries": gib(mem.temp_size_in_bytes), "generated_code": gib(mem.generated_code_size_in_bytes),
+                         "temporaries": gib(mem.temp_size_in_bytes),
+                         "generated_code": gib(mem.generated_code_size_in_bytes),
                          "peak_estimate": gib(mem.argument_size_in_bytes + mem.temp_size_in_bytes
                                               + mem.output_size_in_bytes - mem.alias_size_in_bytes)},
       "model_TFLOPs_per_step": round(flops.train_flops(mc, T, B, tiles) / 1e12, 1),
