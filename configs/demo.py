@@ -1,6 +1,6 @@
 """`make demo` / insightv-demo: the whole Insight-V pipeline in miniature, on CPU, in minutes.
 
-Task: "How many <colour> cells are in the grid?" on a 4 x 4 grid of four equally likely cell states. The
+Task: "How many <colour> cells are in the grid?" on a 3 x 3 grid of four equally likely cell states. The
 demo model sees one 8-px patch per cell. Answering directly needs counting in one forward pass; the
 reasoning chain counts row by row with a running total, which the tiny model learns far more easily.
 """
@@ -36,31 +36,34 @@ def get_config(arg: str = ""):
   c.n_train = 3000  # training questions (data generation runs over all of them)
   c.n_test = 200  # held-out questions for the evaluation
   c.n_dpo = 300  # questions sampled by the reasoning agent in the DPO round
-  c.tokenizer_vocab = 1024  # BPE trained on the demo's own text (words of the chains become single tokens)
+  c.tokenizer_vocab = 512  # BPE trained on the demo's own text (words of the chains become single tokens)
 
   c.datagen = datagen.get_config()
   c.datagen.questions = f"synthetic:{c.n_train}"
   c.datagen.world.kinds = "count"
-  c.datagen.world.grid = 4
-  c.datagen.world.image_size = 32
+  c.datagen.world.grid = 3
+  c.datagen.world.image_size = 24
   c.datagen.chunk_questions = 200
   c.datagen.progressive.paths_per_question = 4
   c.datagen.backend.mistake_rate = 0.5
+  c.datagen.assembly.perception_ratio = 0.5  # plain question -> answer examples keep the summary agent's perception
 
-  steps = 250
-  c.reasoning = _train(train_base.base("sft", "tiny"), steps, 3e-3, 192)  # reasoning agent (reasoning_sft)
-  c.summary = _train(train_base.base("sft", "tiny"), steps, 3e-3, 224)  # summary agent (summary_sft)
-  c.direct = _train(train_base.base("sft", "tiny"), steps, 3e-3, 96)  # baseline: question -> answer
-  c.cot = _train(train_base.base("sft", "tiny"), steps, 3e-3, 224)  # baseline: chain + answer in one reply
+  steps = 400
+  # max_len: the longest example of each job (measured: reasoning 139, summary 169, direct 70 tokens)
+  c.reasoning = _train(train_base.base("sft", "tiny"), steps, 3e-3, 144)  # reasoning agent (reasoning_sft)
+  c.summary = _train(train_base.base("sft", "tiny"), steps, 3e-3, 176)  # summary agent (summary_sft)
+  c.direct = _train(train_base.base("sft", "tiny"), steps, 3e-3, 72)  # baseline: question -> answer
+  c.cot = _train(train_base.base("sft", "tiny"), steps, 3e-3, 176)  # baseline: chain + answer in one reply
   c.cot.data.format = "cot"
 
   c.dpo_rounds = 1
-  c.dpo = _train(dpo.get_config("tiny"), 60, 5e-5, 192)
+  c.dpo_temperature = 1.0  # sampling temperature of the reasoning agent's chains in the DPO round
+  c.dpo = _train(dpo.get_config("tiny"), 40, 3e-5, 144)
   c.dpo.data.batch_size = 16
   c.dpo.dpo.sft_weight = 1.0
   c.dpo.optim.warmup_ratio = 0.0
 
   c.eval_batch_size = 50
-  c.reasoning_max_new_tokens = 128
+  c.reasoning_max_new_tokens = 96
   c.answer_max_new_tokens = 10
   return c

@@ -48,18 +48,18 @@ PRESETS = {
         model_type="llava_next", vision_config=SIGLIP_SO400M_384, text_config=QWEN2_7B, image_token_index=151646,
         image_grid_pinpoints=_pinpoints(384), vision_feature_layer=-1, vision_feature_select_strategy="full",
         projector_hidden_act="gelu", multimodal_projector_bias=True, tie_word_embeddings=False),
-    # Demo: one 8-px patch per cell of a 4 x 4 grid (32-px tiles), a 3-layer 128-wide LLaMA; learns the
+    # Demo: one 8-px patch per cell of a 3 x 3 grid (24-px tiles), a 3-layer 128-wide LLaMA; learns the
     # synthetic counting task on CPU in minutes. The vocabulary grows to the demo's BPE tokenizer.
     "demo": dict(
         model_type="llava_next",
         vision_config=dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128,
-                           num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=24, patch_size=8,
                            hidden_act="quick_gelu", layer_norm_eps=1e-5),
         text_config=dict(model_type="llama", vocab_size=256, hidden_size=128, intermediate_size=256,
                          num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1, head_dim=64,
                          max_position_embeddings=1024, rms_norm_eps=1e-6,
                          rope_parameters=dict(rope_type="default", rope_theta=10000.0), tie_word_embeddings=False),
-        image_token_index=250, image_grid_pinpoints=[[32, 32]], vision_feature_layer=-1,
+        image_token_index=250, image_grid_pinpoints=[[24, 24]], vision_feature_layer=-1,
         vision_feature_select_strategy="default", projector_hidden_act="gelu", multimodal_projector_bias=True,
         tie_word_embeddings=False),
     # Tiny: 28-px tiles of 2 x 2 patches, a 2-layer 48-wide LLaMA; builds and runs in seconds on CPU.

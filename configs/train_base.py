@@ -18,6 +18,7 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.loss_chunk = 512  # positions per LM-head chunk in the loss (bounds fp32 logits memory)
   c.export_params = True  # write workdir/export (params-only Orbax) at the end, for the next stage
   c.debug_kill_after_step = 0  # tests only: SIGKILL this process after that step (0 = never)
+  c.device_peak_flops = 0.0  # per-device peak FLOP/s for MFU (0: from the device kind, e.g. TPU v5p, H100)
 
   c.model = ml_collections.ConfigDict()
   c.model.init = "random"  # "random" (from hf_config), "hf:<llava-hf folder>" or "params:<our export folder>"
@@ -75,7 +76,7 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True
 
   c.distributed = ml_collections.ConfigDict()
-  c.distributed.coordinator_address = ""  # "host:port" to call jax.distributed.initialize ("" = single process)
+  c.distributed.coordinator_address = ""  # "" single process; "host:port" explicit; "auto" (TPU slices, SLURM)
   c.distributed.num_processes = 1
   c.distributed.process_id = 0
 

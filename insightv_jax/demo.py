@@ -107,7 +107,9 @@ def run_demo(cfg, wd: str) -> dict:
 
   # ---------------------------------------------------------------------------------------- 6. report
   from insightv_jax.demo_report import write_report
-  return write_report(wd, accuracy=accuracy, timings=timings, dpo_rounds=dpo_rounds,
+  g = cfg.datagen.world.grid
+  return write_report(wd, task=f"count the cells of one colour in a {g} x {g} grid of four equally likely cell "
+                      "states (white, red, green, blue)", accuracy=accuracy, timings=timings, dpo_rounds=dpo_rounds,
                       curves={n: os.path.join(wd, n, "metrics.jsonl") for n in jobs} | {
                           f"dpo round {r['round']}": os.path.join(wd, "dpo", f"round_{r['round']}", "train",
                                                                    "metrics.jsonl") for r in dpo_rounds})
@@ -119,6 +121,7 @@ def _iterative_config(cfg, wd, tok_dir):
   from configs.dpo_iterative import get_config
   c = get_config("tiny")
   c.rounds = cfg.dpo_rounds
+  c.sample_temperature = cfg.dpo_temperature
   c.start_model = "params:" + os.path.join(wd, "reasoning", "export")
   c.datagen = copy.deepcopy(cfg.datagen)
   c.datagen.questions = f"synthetic:{cfg.n_dpo}"
@@ -136,6 +139,7 @@ def _iterative_config(cfg, wd, tok_dir):
 
 def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
   from insightv_jax import params_io
+  from insightv_jax.data import templates
   from insightv_jax.eval import readers, runner
   from insightv_jax.infer import agents
   questions = readers.read_benchmark(os.path.join(data_dir, "test.jsonl"))
@@ -145,7 +149,8 @@ def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
   summary = agents.Agent(load("summary"), tokenizer, template, gen(cfg.answer_max_new_tokens))
   reasoner = agents.Agent(load("reasoning"), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
   direct = agents.Agent(load("direct"), tokenizer, template, gen(cfg.answer_max_new_tokens))
-  cot = agents.Agent(load("cot"), tokenizer, template, gen(cfg.reasoning_max_new_tokens + 10))
+  cot = agents.Agent(load("cot"), tokenizer, template, gen(cfg.reasoning_max_new_tokens + 10),
+                     stop_tokens=(templates.OUTPUT_CLOSE,))
   systems = {
       "direct answer (baseline)": lambda ex: agents.direct(direct, ex),
       "chain-of-thought, one model (baseline)": lambda ex: agents.chain_of_thought(cot, ex),

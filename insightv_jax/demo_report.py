@@ -57,13 +57,14 @@ def bars_png(values: dict[str, float], path: str, size=(640, 300)):
   img.save(path)
 
 
-def write_report(wd: str, *, accuracy: dict[str, float], timings: dict[str, float], dpo_rounds, curves) -> dict:
+def write_report(wd: str, *, task: str, accuracy: dict[str, float], timings: dict[str, float], dpo_rounds,
+                 curves) -> dict:
   curves_png({k: _read_curve(v) for k, v in curves.items()}, os.path.join(wd, "training_curves.png"))
   bars_png(accuracy, os.path.join(wd, "accuracy.png"))
   with open(os.path.join(wd, "datagen", "report", "counts.json")) as f:
     counts = json.load(f)
   lines = ["# Insight-V demo report", "",
-           "Synthetic task: count the cells of one colour in a 5 x 5 grid (four equally likely cell states).",
+           f"Synthetic task: {task}.",
            "All numbers below were measured in this run.", "", "## Accuracy on held-out questions", "",
            "| system | accuracy |", "|---|---|"]
   lines += [f"| {k} | {v:.1%} |" for k, v in accuracy.items()]

@@ -150,13 +150,11 @@ def encode_chat(tokenizer, template: ChatTemplate, messages: Sequence[dict], *, 
 # --------------------------------------------------------------------------------- the two agents
 
 REASONING_INSTRUCTION = (
-    "Analyse the image and the question step by step. Write only your detailed reasoning, one numbered step "
-    "at a time, inside <thoughts> and </thoughts>. Do not state a final answer.")
+    "Reason about the image step by step, inside <thoughts> and </thoughts>. Do not give the final answer.")
 
 SUMMARY_INSTRUCTION = (
-    "Below is a reasoning process written by another model for this question. It may contain mistakes. "
-    "Judge it: use it if it is sound, otherwise rely on the image and your own knowledge. Then give only the "
-    "final answer inside <output> and </output>.")
+    "Another model's reasoning is below and may contain mistakes. Judge it: use it if it is sound, otherwise "
+    "rely on the image. Then give only the final answer inside <output> and </output>.")
 
 DIRECT_INSTRUCTION = "Answer the question. Give only the final answer inside <output> and </output>."
 

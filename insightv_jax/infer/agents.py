@@ -46,7 +46,10 @@ class Example:
 class Agent:
   """A model + tokenizer + chat template that answers batches of conversations."""
 
-  def __init__(self, model, tokenizer, template: str, gen: GenerationConfig = GenerationConfig()):
+  def __init__(self, model, tokenizer, template: str, gen: GenerationConfig = GenerationConfig(),
+               stop_tokens: Sequence[str] = (templates.THOUGHTS_CLOSE, templates.OUTPUT_CLOSE)):
+    """stop_tokens: tags that end a reply besides the template's end-of-turn (a chain-of-thought reply must
+    not stop at </thoughts>, its answer follows)."""
     self.model, self.tokenizer, self.gen = model, tokenizer, gen
     self.template = templates.TEMPLATES[template]
     cfg = model.cfg
@@ -55,7 +58,7 @@ class Agent:
     self.geometry = (cfg.image_grid_pinpoints, v.image_size, v.patches_per_side, cfg.tokens_per_tile)
     self.num_tiles = anyres.max_patches(cfg.image_grid_pinpoints, v.image_size)
     self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stops = [self.template.stop, templates.THOUGHTS_CLOSE, templates.OUTPUT_CLOSE]
+    stops = [self.template.stop, *stop_tokens]
     self.eos_ids = sorted({i for i in (tokenizer.convert_tokens_to_ids(s) for s in stops)
                            if i is not None and i != tokenizer.unk_token_id})
     self.stop_strings = [self.template.stop]

@@ -29,6 +29,11 @@ def _mark(path: str):
     f.write("ok\n")
 
 
+def _debug_kill(config, stage: str):
+  if config.get("debug_kill_after_stage") == stage:
+    os.kill(os.getpid(), 9)  # tests: die like a preempted machine between stages
+
+
 def run_iterative(config, workdir: str, *, evaluate=None) -> list[dict]:
   """config: configs/dpo_iterative.py. evaluate(model_spec) -> dict of metrics (optional, per round)."""
   from data_gen.pipeline import run as datagen
@@ -42,13 +47,14 @@ def run_iterative(config, workdir: str, *, evaluate=None) -> list[dict]:
     if not _done(sample_dir):
       dg = copy.deepcopy(config.datagen)
       with dg.unlocked():
-        dg.backend.kind = "local"
+        dg.backend.kind = config.sampler  # "local": the current policy; "scripted": the synthetic teacher (tests)
         dg.backend.model = start
         dg.world.seed = config.datagen.world.seed
         dg.progressive.temperature = config.sample_temperature
       logging.info("round %d: sampling chains from %s", k, start)
       datagen(dg, sample_dir)
       _mark(sample_dir)
+    _debug_kill(config, f"round_{k}/sample")
     pairs = os.path.join(sample_dir, "datasets", "dpo-0-of-1.arrayrecord")
     with open(os.path.join(sample_dir, "report", "counts.json")) as f:
       n_pairs = json.load(f)["datasets"]["dpo"]
@@ -63,6 +69,7 @@ def run_iterative(config, workdir: str, *, evaluate=None) -> list[dict]:
       logging.info("round %d: DPO on %d pairs", k, n_pairs)
       train(tc, train_dir)
       _mark(train_dir)
+    _debug_kill(config, f"round_{k}/train")
     start = "params:" + os.path.join(train_dir, "export")
     eval_path = os.path.join(rdir, "eval.json")
     if evaluate is not None and not os.path.exists(eval_path):

@@ -22,7 +22,7 @@ from absl import logging
 from insightv_jax import params_io, sharding
 from insightv_jax.data import loader
 from insightv_jax.data.tokenizer import load_tokenizer
-from insightv_jax.train import optim, steps
+from insightv_jax.train import flops, optim, steps
 from insightv_jax.train import state as state_lib
 from insightv_jax.train.checkpoint import Checkpointer, is_primary
 from insightv_jax.train.metrics import MetricsWriter, Progress
@@ -33,11 +33,18 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def maybe_initialize_distributed(cfg):
-  """jax.distributed from config.distributed (coordinator_address, num_processes, process_id)."""
-  if cfg.coordinator_address and not jax.distributed.is_initialized():
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes,
-                               process_id=cfg.process_id)
+  """jax.distributed from config.distributed (coordinator_address, num_processes, process_id).
+
+  coordinator_address "auto" lets JAX discover the cluster (TPU VM slices, SLURM); "host:port" is explicit.
+  """
+  if not cfg.coordinator_address or jax.distributed.is_initialized():
+    return
+  if cfg.coordinator_address == "auto":
+    jax.distributed.initialize()
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives; GPUs/TPUs use their own
+  jax.distributed.initialize(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes,
+                             process_id=cfg.process_id)
 
 
 def train(config, workdir: str) -> dict:
@@ -122,6 +129,12 @@ def train(config, workdir: str) -> dict:
     state = restored
   writer = MetricsWriter(workdir, resume_step=start, enabled=is_primary())
   progress = Progress(total=config.optim.total_steps, start=start)
+  # MFU: analytic model FLOPs per step (vision tower included) over the devices' peak
+  tiles = global_batch["pixel_values"].shape[1] * loader_cfg.images_per_row if "pixel_values" in global_batch else 0
+  seq = config.data.max_len
+  step_flops = flops.train_flops(model_cfg, seq, config.data.batch_size * (2 if dpo else 1), tiles)
+  peak = config.device_peak_flops or flops.device_peak(jax.devices()[0].device_kind)
+  logging.info("model FLOPs per step: %.3g; device peak %s", step_flops, f"{peak:.3g}" if peak else "unknown")
 
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda sig, _: stop.update(signal=sig))
@@ -144,6 +157,8 @@ def train(config, workdir: str) -> dict:
           raise NonFiniteLossError(f"loss is {host['loss']} at step {done}; stopping. The last good checkpoint "
                                    f"(step {ckpt.latest_step()}) in {ckpt.directory} is intact.")
         host.update(step=done, skipped_records=skipped, **progress.rates())
+        if peak:
+          host["mfu"] = step_flops * host["steps_per_sec"] / (peak * len(jax.devices()))
         writer.write(host)
         logging.info("%s", progress.line(host))
       if will_save:

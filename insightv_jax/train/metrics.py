@@ -73,4 +73,5 @@ class Progress:
     extra = " ".join(f"{k}={m[k]:.4g}" for k in sorted(m) if k.startswith("rewards/"))
     return (f"step {m['step']}/{self.total} loss={m['loss']:.4f} grad_norm={m.get('grad_norm', 0):.3g} "
             f"lr={m.get('learning_rate', 0):.3g} {m['steps_per_sec']:.2f} steps/s "
-            f"{m['tokens_per_sec']:.0f} tok/s ETA {eta_s} {extra}").strip()
+            f"{m['tokens_per_sec']:.0f} tok/s" + (f" MFU {m['mfu']:.1%}" if "mfu" in m else "")
+            + f" ETA {eta_s} {extra}").strip()
