@@ -131,3 +131,39 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(data, tmp_path):
   with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
     train(bad, str(tmp_path / "run"))
   assert sorted(int(d) for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit())[-1] == 6
+
+
+def test_frozen_parameters_get_no_update_and_no_optimizer_state(tiny_model):
+  import ml_collections
+  from flax import nnx
+
+  from insightv_jax import sharding
+  from insightv_jax.train import optim, steps
+  from insightv_jax.train import state as state_lib
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  graphdef, params = state_lib.params_of(tiny_model)
+  cfg = ml_collections.ConfigDict(dict(lr=1e-2, warmup_ratio=0.0, total_steps=10, final_lr_ratio=0.0, b1=0.9,
+                                       b2=0.99, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+  trainable = optim.trainable_mask(params, ["^vision_tower/", "^multi_modal_projector/linear_1/"])
+  tx = optim.make_optimizer(cfg, trainable)
+  shard = jax.tree.map(lambda _: sharding.replicated(mesh), params)
+  opt_state = jax.jit(tx.init, out_shardings=state_lib.opt_state_shardings(tx, params, shard, mesh))(params)
+  n_state = sum(x.size for x in jax.tree.leaves(opt_state))
+  n_trained = sum(x.size for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable)) if t)
+  assert n_state <= 2 * n_trained + 8  # moments only for trained parameters
+  rng = np.random.default_rng(0)
+  ids = jax.numpy.asarray(rng.integers(0, 200, (2, 16)), jax.numpy.int32)
+  batch = {"input_ids": ids, "loss_mask": jax.numpy.ones_like(ids), "segment_ids": jax.numpy.ones_like(ids),
+           "positions": jax.numpy.broadcast_to(jax.numpy.arange(16), (2, 16)),
+           "pixel_values": jax.numpy.asarray(rng.normal(size=(2, 5, 3, 28, 28)), jax.numpy.float32),
+           "image_sizes": jax.numpy.asarray([[40, 60], [56, 30]], jax.numpy.int32)}
+  ids_img = ids.at[:, 2:4].set(tiny_model.cfg.image_token_index)
+  batch["input_ids"] = ids_img
+  step = jax.jit(steps.make_train_step(graphdef, lambda g, p, b, r: steps.sft_loss(g, p, b), tx, trainable))
+  state, _ = step({"step": jax.numpy.zeros((), jax.numpy.int32), "params": params, "opt_state": opt_state}, batch)
+  moved = jax.tree.map(lambda a, b: bool((a != b).any()), params, state["params"])
+  for (path, m), t in zip(jax.tree_util.tree_leaves_with_path(moved), jax.tree.leaves(trainable)):
+    assert t or not m, optim.path_str(path)  # frozen parameters never move
+  assert not any(jax.tree.leaves(moved["vision_tower"])) and not moved["multi_modal_projector"]["linear_1"]["kernel"]
+  assert moved["language_model"]["lm_head"]["kernel"] and moved["multi_modal_projector"]["linear_2"]["kernel"]
+  del nnx

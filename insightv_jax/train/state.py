@@ -60,8 +60,9 @@ def opt_state_shardings(tx: optax.GradientTransformation, params, param_sharding
   """Optimizer-state shardings: moments like their parameters, counters replicated."""
   abstract = jax.eval_shape(tx.init, params)
   repl = sharding.replicated(mesh)
-  return optax.tree_map_params(tx, lambda _, s: s, abstract, param_shardings,
-                               transform_non_params=lambda _: repl)
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # frozen parameters have no optimizer state
+  return optax.tree_map_params(tx, lambda p, s: p if masked(p) else s, abstract, param_shardings,
+                               transform_non_params=lambda _: repl, is_leaf=masked)
 
 
 def abstract_like(tree, shardings):
