@@ -14,15 +14,25 @@ from insightv_jax.infer.sampler import generate, truncate_at_stop_strings
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def checkpoint(tmp_path_factory):
   hf = build_hf_model(tiny_hf_config("llama", "clip"), seed=11)
   path = tmp_path_factory.mktemp("gen")
   hf.save_pretrained(path)
-  return hf, load_llava_next(str(path))
+  return hf, str(path)
 
 
-def test_greedy_matches_transformers_generate(pair):
+@pytest.fixture(scope="module")
+def pair(checkpoint):
+  hf, path = checkpoint
+  return hf, load_llava_next(path)
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_greedy_matches_transformers_generate(checkpoint, pair, scan):
+  """Both cache layouts (a tuple of per-layer buffers, or one stacked buffer under scan) decode exactly."""
   hf, model = pair
+  if scan:
+    model = load_llava_next(checkpoint[1], scan_layers=True)
   images = [random_image(40, 90, 1), random_image(70, 30, 2), random_image(50, 50, 3)]
   ids, mask, pv, sizes = make_batch(model.cfg, images, seed=4, extra=(3, 9, 1))  # different prompt lengths
   n_new = 12

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from insightv_jax.model.llava import LlavaNext
-from insightv_jax.model.llm import KVCache, segment_positions
+from insightv_jax.model.llm import segment_positions
 
 
 def bucket_length(n: int, multiple: int = 64) -> int:
@@ -55,9 +55,7 @@ def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_
               max_new_tokens: int, temperature: float, top_k: int, top_p: float, pad_id: int):
   model: LlavaNext = nnx.merge(graphdef, params)
   b, t = input_ids.shape
-  cfg = model.cfg
-  dtype = jnp.dtype(cfg.dtype)
-  cache = KVCache.zeros(cfg.text, b, t + max_new_tokens, dtype)
+  cache = model.language_model.init_cache(b, t + max_new_tokens)
   seg = attention_mask.astype(jnp.int32)
   h, cache = model.hidden_states(input_ids, pixel_values, image_sizes, segment_ids=seg,
                                  positions=segment_positions(seg), cache=cache, cache_index=0)

@@ -122,8 +122,11 @@ class LayerStack(nnx.Module):
   """N identical layers, either a Python list (unrolled) or stacked on a leading `layers` axis (scanned).
 
   `apply(x, fn, n=k)` runs `fn(layer, carry, xs_i) -> (carry, y_i)` over the first k layers and returns
-  (carry, stacked ys). Stacked layers run under `jax.lax.scan`; `policy` (a `jax.checkpoint` policy or
-  None) rematerialises each layer. Per-layer inputs `xs` (e.g. a KV cache [L, ...]) are sliced per layer.
+  (carry, ys). Stacked layers run under `jax.lax.scan`: `xs` is a pytree of arrays with a leading layer axis
+  and ys come back stacked the same way. Unrolled layers take `xs` as a sequence with one entry per layer
+  and return ys as a tuple (so per-layer buffers such as a KV cache are never sliced out of, or stacked
+  into, one big array: each stays where it is). `policy` (a `jax.checkpoint` policy or None)
+  rematerialises each layer.
   """
 
   def __init__(self, make_layer: Callable[[nnx.Rngs], nnx.Module], n: int, *, scan: bool, rngs: nnx.Rngs):
@@ -155,8 +158,6 @@ class LayerStack(nnx.Module):
     ys = []
     step = fn if policy is None else nnx.remat(fn, policy=policy)
     for i in range(n):
-      x_i = None if xs is None else jax.tree.map(lambda a: a[i], xs)
-      carry, y = step(self.layers[i], carry, x_i)
+      carry, y = step(self.layers[i], carry, None if xs is None else xs[i])
       ys.append(y)
-    stacked = None if all(y is None for y in ys) else jax.tree.map(lambda *a: jnp.stack(a), *ys)
-    return carry, stacked
+    return carry, (None if all(y is None for y in ys) else tuple(ys))

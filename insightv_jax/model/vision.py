@@ -112,7 +112,7 @@ class VisionTower(nnx.Module):
 
     x_last, hs = self.layers.apply(x, block, n=needed, policy=self.remat)
     if collect:
-      all_hidden = jnp.concatenate([x[None], hs], axis=0) if hs is not None else x[None]
+      all_hidden = [x] + ([] if hs is None else list(hs))  # hidden state after 0, 1, ..., needed layers
       feats = jnp.concatenate([all_hidden[i] for i in self.feature_layers], axis=-1)
     else:
       feats = x_last
