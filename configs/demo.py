@@ -53,7 +53,8 @@ def get_config(arg: str = ""):
   c.reasoning = _train(train_base.base("sft", "tiny"), steps, 3e-3, 144)  # reasoning agent (reasoning_sft)
   c.summary = _train(train_base.base("sft", "tiny"), steps, 3e-3, 176)  # summary agent (summary_sft)
   c.direct = _train(train_base.base("sft", "tiny"), steps, 3e-3, 72)  # baseline: question -> answer
-  c.cot = _train(train_base.base("sft", "tiny"), steps, 3e-3, 176)  # baseline: chain + answer in one reply
+  # baseline: one model trained on the reasoning agent's chains, each followed by its answer, in one reply
+  c.cot = _train(train_base.base("sft", "tiny"), steps, 3e-3, 176)
   c.cot.data.format = "cot"
 
   c.dpo_rounds = 1

@@ -61,9 +61,7 @@ def run_demo(cfg, wd: str) -> dict:
     n_train = int(cfg.datagen.questions.split(":")[1])
     records.write_array_record(os.path.join(data_dir, "direct.arrayrecord"),
                                (world.question(i, "train") for i in range(n_train)))
-    summary = list(records.read_jsonl(ds("summary_sft").replace(".arrayrecord", ".jsonl")))
-    records.write_array_record(os.path.join(data_dir, "cot.arrayrecord"),
-                               [s for s in summary if s.chain_quality == "high"])
+    records.write_array_record(os.path.join(data_dir, "cot.arrayrecord"), _cot_records(world, ds("reasoning_sft")))
     records.write_jsonl(os.path.join(data_dir, "test.jsonl"), (world.question(i, "test") for i in range(cfg.n_test)))
     _mark(data_dir)
   timings["data generation"] = time.time() - t
@@ -113,6 +111,28 @@ def run_demo(cfg, wd: str) -> dict:
                       curves={n: os.path.join(wd, n, "metrics.jsonl") for n in jobs} | {
                           f"dpo round {r['round']}": os.path.join(wd, "dpo", f"round_{r['round']}", "train",
                                                                    "metrics.jsonl") for r in dpo_rounds})
+
+
+def _cot_records(world, reasoning_sft_path: str):
+  """The single-model chain-of-thought baseline's data: the reasoning agent's own SFT chains (same chains,
+  same count), each followed by its question's ground-truth answer (chain + answer in one reply).
+
+  A reasoning record's id is "<question id>/p<k>/r" (data_gen.assemble), which finds its answer.
+  """
+  from insightv_jax.data import records
+  chains = list(records.read_jsonl(reasoning_sft_path.replace(".arrayrecord", ".jsonl")))
+  answers = {}
+  for r in chains:
+    qid = r.id.split("/")[0]
+    if qid not in answers:
+      split, _, index = qid.rsplit("-", 2)
+      q = world.question(int(index), split)
+      if q.id != qid:
+        raise ValueError(f"{reasoning_sft_path}: record {r.id!r} does not name a synthetic question ({q.id!r})")
+      answers[qid] = q.answer
+  return [records.SummarySFT(id=f"{r.id}/cot", images=r.images, question=r.question, reasoning=r.reasoning,
+                             answer=answers[r.id.split("/")[0]], chain_quality="high", source=r.source)
+          for r in chains]
 
 
 def _iterative_config(cfg, wd, tok_dir):
