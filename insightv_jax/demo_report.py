@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import os
 
 from PIL import Image, ImageDraw
@@ -52,7 +53,8 @@ def bars_png(values: dict[str, float], path: str, size=(640, 300)):
     y0 = h - 60 - (h - 100) * v
     d.rectangle((x0, y0, x0 + bw - 12, h - 60), fill=COLOURS[i % len(COLOURS)])
     d.text((x0, y0 - 14), f"{v:.1%}", fill="black")
-    d.text((x0, h - 54 + 12 * (i % 3)), name[:24], fill="black")
+    for k, line in enumerate(textwrap.wrap(name, max(int((bw - 8) // 6), 8))[:4]):  # ~6 px per character
+      d.text((x0, h - 56 + 12 * k), line, fill="black")
   d.text((m, 6), "accuracy on held-out questions", fill="black")
   img.save(path)
 

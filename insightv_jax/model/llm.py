@@ -114,7 +114,7 @@ def _attend_one(q, k, v, mask):
 
   Products and sums over the cache instead of batched matrix products: with one query the "matmuls" are
   b*k tiny matrix-vector products, which compilers run far below the speed of one fused pass over the
-  cache (measured on XLA CPU: 6 ms -> under 1 ms per step for the benchmark model).
+  cache (measured on XLA CPU, the benchmark model's 6 layers: 2.5 ms -> 1.1 ms per step).
   """
   qf = q[:, 0].astype(jnp.float32)  # [b, k, g, e]
   logits = jnp.sum(qf[:, :, :, None, :] * k[:, :, None].astype(jnp.float32), axis=-1)  # [b, k, g, s]
@@ -199,7 +199,7 @@ class Decoder(nnx.Module):
       self.lm_head = Dense(cfg.hidden_size, cfg.vocab_size, axes=("embed", "vocab"), use_bias=False, rngs=rngs,
                            stddev=0.02, **kw)
     self.remat = remat_policy(remat)
-    self.layers_dtype = dtype
+    self.dtype = dtype
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array, positions: jax.Array,
                cache: KVCache | None = None, cache_index: jax.Array | int = 0):
@@ -235,7 +235,7 @@ class Decoder(nnx.Module):
 
   def init_cache(self, batch: int, max_len: int) -> KVCache:
     """An empty cache of max_len slots in the compute dtype, laid out for this stack (scanned or not)."""
-    return KVCache.zeros(self.cfg, batch, max_len, self.layers_dtype, stacked=self.layers.scan)
+    return KVCache.zeros(self.cfg, batch, max_len, self.dtype, stacked=self.layers.scan)
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """[b, t, d] -> [b, t, v] in the compute dtype."""
