@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import os
+import textwrap
 
 from PIL import Image, ImageDraw
 
