@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from hf_reference import IMAGE_TOKEN, build_hf_model, random_image, tiny_hf_config
 from test_model_parity import make_batch
 
+from insightv_jax import sharding
 from insightv_jax.hf import load_llava_next
 from insightv_jax.infer.sampler import generate, truncate_at_stop_strings
 
@@ -65,3 +67,19 @@ def test_stops_per_row_and_sampling_modes(pair):
   with pytest.raises(ValueError, match="top_p"):
     generate(model, ids, max_new_tokens=2, top_p=0.0)
   assert truncate_at_stop_strings("abc</output>xyz", ["</output>", "\n\n"]) == "abc"
+
+
+def test_sharded_generation_equals_single_device(checkpoint, pair):
+  """Parameters sharded over fsdp=4 x tensor=2: the same greedy tokens as on one device."""
+  if len(jax.devices()) < 8:
+    pytest.skip("needs 8 (fake) devices")
+  _, model = pair
+  images = [random_image(60, 40, 5), random_image(30, 80, 6)]
+  ids, mask, pv, sizes = make_batch(model.cfg, images, seed=7, extra=(5, 0))
+  single = np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, max_new_tokens=8))
+  mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
+  with sharding.use_mesh(mesh):
+    sharded_model = load_llava_next(checkpoint[1], mesh=mesh)
+    out = generate(sharded_model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, max_new_tokens=8)
+  assert len(sharded_model.language_model.embed_tokens.embedding.get_value().sharding.device_set) == 8
+  np.testing.assert_array_equal(np.asarray(out), single)
