@@ -150,3 +150,12 @@ def test_bad_records_are_skipped_counted_and_named(data, tmp_path, caplog):
   with pytest.raises(loader.BadRecord, match=r"mixed.jsonl:\d \(id=.(missing-img|corrupt-img|no-question|too-long)"):
     list(loader.make_dataset(src, _cfg(data, num_epochs=1, batch_size=1, strict=True, seed=0), data["cfg"],
                              data["tok"]))
+
+
+def test_missing_data_or_tokenizer_paths_are_named(tmp_path):
+  from insightv_jax.data.tokenizer import load_tokenizer
+  for kind in ("array_record", "jsonl", "tfds"):
+    with pytest.raises(FileNotFoundError, match=f"{kind} data source: no such file or folder: '.*nope'"):
+      loader.open_source(kind, [str(tmp_path / "nope")])
+  with pytest.raises(FileNotFoundError, match="tokenizer folder '.*absent' does not exist"):
+    load_tokenizer(str(tmp_path / "absent"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from typing import Any, Sequence
 
 import grain
@@ -340,6 +341,11 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
 
 def open_source(kind: str, paths: str | Sequence[str], split: str = "train"):
   """kind: 'array_record' (paths: files), 'jsonl' (paths: files), 'tfds' (paths: a prepared builder dir)."""
+  listed = [paths] if isinstance(paths, str) else list(paths)
+  missing = [p for p in listed if not os.path.exists(p)]
+  if missing or not listed:
+    raise FileNotFoundError(f"{kind} data source: {'no paths given' if not listed else 'no such file or folder'}"
+                            f"{': ' + ', '.join(map(repr, missing)) if missing else ''} (data paths: {listed})")
   if kind == "array_record":
     return records.ArrayRecordSource(paths)
   if kind == "jsonl":

@@ -7,6 +7,7 @@ tokens, `<image>`, a pad token and the agents' `<thoughts>`/`<output>` tokens.
 
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
 from insightv_jax.data.templates import AGENT_TOKENS, IMAGE_PLACEHOLDER, TEMPLATES
@@ -15,8 +16,13 @@ PAD = "<pad>"
 
 
 def load_tokenizer(path: str):
+  """A saved tokenizer folder (or a hub id "org/name", where a hub is reachable) -> a transformers tokenizer."""
   from transformers import AutoTokenizer
-  return AutoTokenizer.from_pretrained(path)
+  local = os.path.expanduser(path)
+  if not os.path.isdir(local) and (path.startswith((".", os.path.sep, "~")) or path.count("/") > 1):
+    raise FileNotFoundError(f"tokenizer folder {path!r} does not exist (expected a folder written by "
+                            "save_pretrained, e.g. --config.tokenizer=/path/to/tokenizer)")
+  return AutoTokenizer.from_pretrained(local)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, template: str = "llama3", *, agent_tokens: bool = True):
