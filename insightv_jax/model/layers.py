@@ -24,6 +24,19 @@ def _normal(stddev: float):
   return init
 
 
+def _token_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [..., i] @ w [i, o] -> [..., o], with all leading (token) axes flattened into one first.
+
+  Then the weight gradient is one contraction over every token, x[n, i]^T @ dy[n, o], instead of a
+  contraction over two axes (b, t). With two, XLA's CPU backend moved the activations into transposed
+  layouts and fused elementwise backward ops into those transposes; flattened, the benchmark train
+  step went from 2.44 s to 1.68 s (benchmarks/train_step.py). It costs nothing elsewhere: a reshape
+  of contiguous leading axes is free, and the batch sharding carries over to the merged axis.
+  """
+  y = jnp.dot(x.reshape(-1, x.shape[-1]), w)
+  return y.reshape(x.shape[:-1] + (w.shape[-1],))
+
+
 class Dense(nnx.Module):
   """y = x @ kernel (+ bias). kernel: [in, out] with logical axes `axes`."""
 
@@ -36,7 +49,8 @@ class Dense(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    """x [..., in] -> [..., out]."""
+    y = _token_matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
@@ -85,7 +99,7 @@ class Embed(nnx.Module):
     return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
 
   def attend(self, x: jax.Array) -> jax.Array:
-    return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+    return _token_matmul(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
 
 
 def _quick_gelu(x):
