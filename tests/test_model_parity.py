@@ -95,7 +95,7 @@ def test_text_only_and_scan_equivalence(case):
   if name != "llama-clip":
     pytest.skip("one text-only check is enough")
   rng = np.random.default_rng(1)
-  ids = rng.integers(0, 200, (2, 256))  # 2 query blocks: exercises the block-causal attention path
+  ids = rng.integers(0, 200, (2, 256))  # 4 query blocks of 64: exercises the block-causal attention path
   mask = np.ones_like(ids)
   mask[0, :140] = 0  # left padding across a block boundary
   with torch.no_grad():
