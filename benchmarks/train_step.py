@@ -60,7 +60,9 @@ def side_jax(ckpt: str, steps: int) -> dict:
   params = nnx.to_pure_dict(params)
   tx = optax.adamw(1e-5)
   trainable = jax.tree.map(lambda _: True, params)
-  step = jax.jit(make_train_step(graphdef, lambda g, p, b, r: sft_loss(g, p, b, chunk=512), tx, trainable),
+  # loss chunks of 256 positions: each row's first 256 (prompt and image) tokens have no target, so that
+  # chunk skips the LM head, as long prompts do in real SFT data
+  step = jax.jit(make_train_step(graphdef, lambda g, p, b, r: sft_loss(g, p, b, chunk=256), tx, trainable),
                  donate_argnums=0)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
   batch = {"input_ids": jnp.asarray(ids), "loss_mask": jnp.asarray(mask), "pixel_values": jnp.asarray(pv),

@@ -91,6 +91,10 @@ def test_cross_entropy_ignores_prompt_padding_and_segment_boundaries():
   logp = jax.nn.log_softmax(h[0] @ w)
   want = -np.mean([logp[1, 3], logp[2, 4], logp[4, 6], logp[5, 7]])
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  # the third chunk (positions 6-8) has no target: its LM head is skipped, and gradients are unchanged
+  grad = jax.grad(lambda x: losses.masked_cross_entropy(x, lambda y: y @ w, ids, mask, seg, chunk=3)[0])(h)
+  plain = lambda x: -jnp.mean(jax.nn.log_softmax(x[0] @ w)[jnp.asarray([1, 2, 4, 5]), jnp.asarray([3, 4, 6, 7])])
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(jax.grad(plain)(h)), rtol=1e-5, atol=1e-7)
   # changing a non-target token's label or the padding changes nothing
   ids2 = ids.at[0, 7].set(9)
   np.testing.assert_allclose(float(losses.masked_cross_entropy(h, lambda x: x @ w, ids2, mask, seg)[0]), want,

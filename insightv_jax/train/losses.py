@@ -3,6 +3,7 @@
 Full fp32 logits [b, t, v] are never materialised for the whole batch: the LM head and the log-softmax
 run over chunks of `chunk` positions under `jax.checkpoint`, so the backward pass recomputes each chunk's
 logits instead of storing them (LLaMA-3's 128K vocabulary x 8K tokens would be 4 GB per sequence).
+A chunk in which no position is a target (prompt and image tokens) skips the LM head altogether.
 
 Targets: position i predicts token i+1 when token i+1 is a trainable token (loss_mask) of the same
 segment (packed rows never predict across examples; padding never counts).
@@ -26,17 +27,26 @@ def next_token_targets(input_ids, loss_mask, segment_ids):
 
 
 def token_logprobs(hidden: jax.Array, logits_fn: Callable[[jax.Array], jax.Array], labels: jax.Array,
-                   chunk: int = 512) -> jax.Array:
-  """log p(labels) [b, t] float32 from final hidden states [b, t, d], `chunk` positions at a time."""
+                   chunk: int = 512, needed: jax.Array | None = None) -> jax.Array:
+  """log p(labels) [b, t] float32 from final hidden states [b, t, d], `chunk` positions at a time.
+
+  needed [b, t] (optional): positions whose log-prob is used. A chunk with none (e.g. one that holds only
+  prompt and image tokens) skips its LM head and returns zeros: SFT rows are mostly prompt, so most
+  chunks are skipped, forward and backward.
+  """
   b, t, d = hidden.shape
   chunk = min(chunk, t)
   pad = (-t) % chunk
+  if needed is None:
+    needed = jnp.ones(labels.shape, bool)
   if pad:
     hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
     labels = jnp.pad(labels, ((0, 0), (0, pad)))
+    needed = jnp.pad(needed, ((0, 0), (0, pad)))
   n = (t + pad) // chunk
   hs = hidden.reshape(b, n, chunk, d).swapaxes(0, 1)  # [n, b, c, d]
   ls = labels.reshape(b, n, chunk).swapaxes(0, 1)
+  ns = needed.reshape(b, n, chunk).swapaxes(0, 1)
 
   @jax.checkpoint
   def one(h, lab):
@@ -44,21 +54,24 @@ def token_logprobs(hidden: jax.Array, logits_fn: Callable[[jax.Array], jax.Array
     picked = jnp.take_along_axis(logits, lab[..., None], axis=-1)[..., 0]
     return picked - jax.nn.logsumexp(logits, axis=-1)
 
-  out = jax.lax.map(lambda x: one(*x), (hs, ls))  # [n, b, c]
+  def maybe(h, lab, need):
+    return jax.lax.cond(jnp.any(need), one, lambda h, lab: jnp.zeros(lab.shape, jnp.float32), h, lab)
+
+  out = jax.lax.map(lambda x: maybe(*x), (hs, ls, ns))  # [n, b, c]
   return out.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
 
 
 def masked_cross_entropy(hidden, logits_fn, input_ids, loss_mask, segment_ids, chunk: int = 512):
   """Mean CE over trainable target tokens -> (loss [], per-token loss [b, t], weights [b, t])."""
   labels, weights = next_token_targets(input_ids, loss_mask, segment_ids)
-  nll = -token_logprobs(hidden, logits_fn, labels, chunk) * weights
+  nll = -token_logprobs(hidden, logits_fn, labels, chunk, weights > 0) * weights
   return nll.sum() / jnp.maximum(weights.sum(), 1.0), nll, weights
 
 
 def sequence_logprobs(hidden, logits_fn, input_ids, loss_mask, segment_ids, chunk: int = 512):
   """Summed log-prob of each row's trainable tokens -> (logp [b], token count [b])."""
   labels, weights = next_token_targets(input_ids, loss_mask, segment_ids)
-  lp = token_logprobs(hidden, logits_fn, labels, chunk) * weights
+  lp = token_logprobs(hidden, logits_fn, labels, chunk, weights > 0) * weights
   return lp.sum(-1), weights.sum(-1)
 
 

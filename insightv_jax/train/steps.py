@@ -23,8 +23,8 @@ def sft_loss(graphdef, params, batch, *, chunk: int = 512):
   model = nnx.merge(graphdef, params)
   h, _ = model.hidden_states(batch["input_ids"], batch.get("pixel_values"), batch.get("image_sizes"),
                              segment_ids=batch["segment_ids"], positions=batch["positions"])
-  labels, weights = losses.next_token_targets(batch["input_ids"], batch["loss_mask"], batch["segment_ids"])
-  nll = -losses.token_logprobs(h, model.logits, labels, chunk) * weights
+  _, nll, weights = losses.masked_cross_entropy(h, model.logits, batch["input_ids"], batch["loss_mask"],
+                                                batch["segment_ids"], chunk)
   return nll.sum(), {"count": weights.sum()}
 
 
