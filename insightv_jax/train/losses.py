@@ -31,8 +31,8 @@ def token_logprobs(hidden: jax.Array, logits_fn: Callable[[jax.Array], jax.Array
   """log p(labels) [b, t] float32 from final hidden states [b, t, d], `chunk` positions at a time.
 
   needed [b, t] (optional): positions whose log-prob is used. A chunk with none (e.g. one that holds only
-  prompt and image tokens) skips its LM head and returns zeros: SFT rows are mostly prompt, so most
-  chunks are skipped, forward and backward.
+  prompt and image tokens) skips its LM head and returns zeros, forward and backward: LLaVA SFT rows
+  start with hundreds to thousands of image and prompt tokens, whose chunks need no logits.
   """
   b, t, d = hidden.shape
   chunk = min(chunk, t)
