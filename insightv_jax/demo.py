@@ -59,9 +59,10 @@ def run_demo(cfg, wd: str) -> dict:
   if not _done(data_dir):
     os.makedirs(data_dir, exist_ok=True)
     n_train = int(cfg.datagen.questions.split(":")[1])
-    records.write_array_record(os.path.join(data_dir, "direct.arrayrecord"),
-                               (world.question(i, "train") for i in range(n_train)))
-    records.write_array_record(os.path.join(data_dir, "cot.arrayrecord"), _cot_records(world, ds("reasoning_sft")))
+    train_questions = [world.question(i, "train") for i in range(n_train)]
+    records.write_array_record(os.path.join(data_dir, "direct.arrayrecord"), train_questions)
+    records.write_array_record(os.path.join(data_dir, "cot.arrayrecord"),
+                               _cot_records(train_questions, ds("reasoning_sft")))
     records.write_jsonl(os.path.join(data_dir, "test.jsonl"), (world.question(i, "test") for i in range(cfg.n_test)))
     _mark(data_dir)
   timings["data generation"] = time.time() - t
@@ -113,26 +114,22 @@ def run_demo(cfg, wd: str) -> dict:
                                                                    "metrics.jsonl") for r in dpo_rounds})
 
 
-def _cot_records(world, reasoning_sft_path: str):
+def _cot_records(questions, reasoning_sft_path: str):
   """The single-model chain-of-thought baseline's data: the reasoning agent's own SFT chains (same chains,
   same count), each followed by its question's ground-truth answer (chain + answer in one reply).
 
-  A reasoning record's id is "<question id>/p<k>/r" (data_gen.assemble), which finds its answer.
+  A reasoning record's id is "<question id>/p<k>/r" (data_gen.assemble), which finds its question.
   """
   from insightv_jax.data import records
-  chains = list(records.read_jsonl(reasoning_sft_path.replace(".arrayrecord", ".jsonl")))
-  answers = {}
-  for r in chains:
+  answers = {q.id: q.answer for q in questions}
+  out = []
+  for r in records.read_jsonl(reasoning_sft_path.replace(".arrayrecord", ".jsonl")):
     qid = r.id.split("/")[0]
     if qid not in answers:
-      split, _, index = qid.rsplit("-", 2)
-      q = world.question(int(index), split)
-      if q.id != qid:
-        raise ValueError(f"{reasoning_sft_path}: record {r.id!r} does not name a synthetic question ({q.id!r})")
-      answers[qid] = q.answer
-  return [records.SummarySFT(id=f"{r.id}/cot", images=r.images, question=r.question, reasoning=r.reasoning,
-                             answer=answers[r.id.split("/")[0]], chain_quality="high", source=r.source)
-          for r in chains]
+      raise ValueError(f"{reasoning_sft_path}: record {r.id!r} names no training question ({qid!r})")
+    out.append(records.SummarySFT(id=f"{r.id}/cot", images=r.images, question=r.question, reasoning=r.reasoning,
+                                  answer=answers[qid], chain_quality="high", source=r.source))
+  return out
 
 
 def _iterative_config(cfg, wd, tok_dir):
