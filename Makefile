@@ -17,6 +17,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -9,7 +9,8 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["insightv_jax", "insightv_jax.*", "data_gen", "data_gen.*", "configs"]),
+    packages=find_packages(include=["insightv_jax", "insightv_jax.*", "data_gen", "data_gen.*", "pipelines",
+                                    "pipelines.*", "configs"]),
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12.8",
@@ -27,18 +28,20 @@ setup(
         "importlib_resources>=6.0",  # tensorflow-datasets needs it to build datasets without TensorFlow
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (the standard light writer)
         "pillow>=10.0",
+        "matplotlib>=3.8",  # every plot (demo report, data-generation report): the field's standard
     ],
     extras_require={
         # torch is the PyTorch reference in tests and benchmarks only; never imported at runtime.
-        "dev": ["pytest>=8.0", "ruff>=0.6", "torch>=2.13.0"],
+        # import-linter checks the layer contracts in .importlinter (run by `make test`).
+        "dev": ["pytest>=8.0", "ruff>=0.6", "torch>=2.13.0", "import-linter>=2.1"],
     },
     entry_points={
         "console_scripts": [
-            "insightv-train=insightv_jax.main:run",
-            "insightv-convert=insightv_jax.convert:run",
-            "insightv-eval=insightv_jax.eval_main:run",
-            "insightv-datagen=data_gen.main:run_cli",
-            "insightv-demo=insightv_jax.demo:run",
+            "insightv-train=pipelines.cli.train:run",
+            "insightv-eval=pipelines.cli.eval:run",
+            "insightv-convert=pipelines.cli.convert:run",
+            "insightv-datagen=pipelines.cli.datagen:run",
+            "insightv-demo=pipelines.cli.demo:run",
         ],
     },
 )

@@ -27,7 +27,7 @@ def main(argv):
 
   from benchmarks import common
   from data_gen.synthetic.world import World, WorldConfig
-  from insightv_jax.data import loader, records, templates
+  from insightv_jax.data import loader, prompts, records
   from insightv_jax.data.tokenizer import fit_model_config, train_bpe
 
   with tempfile.TemporaryDirectory() as root:
@@ -35,7 +35,7 @@ def main(argv):
     n_q = 64
     qs = world.write(root, "train", n_q)
     sft = [records.ReasoningSFT(id=q.id, images=q.images, question=q.question,
-                                reasoning=templates.format_chain(world.teacher_path(q).steps)) for q in qs]
+                                reasoning=prompts.format_chain(world.teacher_path(q).steps)) for q in qs]
     records.write_array_record(f"{root}/sft.ar", sft)
     tok = train_bpe([r.reasoning + " " + r.question for r in sft], 2000, "llama3")
     cfg = fit_model_config(common.bench_config(), tok)

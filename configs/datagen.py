@@ -20,7 +20,7 @@ def get_config(arg: str = ""):
   c.synthesis = "progressive"  # "progressive" (one JSON step per call) or "chains" (a reasoning agent's whole chain)
   c.scorer = "synthetic"  # "synthetic" (programmatic, exact) or "llm" (the backend rates paths 1-100)
   c.answer_judge = "rule"  # "rule" (option letters, numbers, normalised text) or "llm"
-  c.debug_kill_after_chunks = 0  # tests only: SIGKILL after this many chunks
+  c.debug_kill_at = ""  # tests only: SIGKILL after that journal append, e.g. "chunk_3" (utils/faults.py)
 
   c.world = ml_collections.ConfigDict()  # the synthetic world (used when questions/scorer/backend need it)
   c.world.seed = 0

@@ -7,7 +7,7 @@ reasoning chain counts row by row with a running total, which the tiny model lea
 
 import ml_collections
 
-from configs import datagen, dpo, models, train_base
+from configs import datagen, dpo, dpo_iterative, models, train_base
 
 
 def _train(job_cfg, steps: int, lr: float, max_len: int = 256, batch: int = 16):
@@ -57,14 +57,24 @@ def get_config(arg: str = ""):
   c.cot = _train(train_base.base("sft", "tiny"), steps, 3e-3, 176)
   c.cot.data.format = "cot"
 
-  c.dpo_rounds = 1
-  c.dpo_temperature = 1.0  # sampling temperature of the reasoning agent's chains in the DPO round
-  c.dpo = _train(dpo.get_config("tiny"), 40, 3e-5, 144)
-  c.dpo.data.batch_size = 16
-  c.dpo.dpo.sft_weight = 1.0
-  c.dpo.optim.warmup_ratio = 0.0
-
   c.eval_batch_size = 50
   c.reasoning_max_new_tokens = 96
   c.answer_max_new_tokens = 10
+
+  # iterative DPO of the reasoning agent; the demo sets start_model and the tokenizer paths at run time
+  i = c.dpo_iterative = dpo_iterative.get_config("tiny")
+  i.rounds = 1
+  i.sample_temperature = 1.0  # sampling temperature of the reasoning agent's chains
+  i.datagen = datagen.get_config()
+  i.datagen.update(c.datagen)  # the demo's world and assessment
+  i.datagen.questions = f"synthetic:{c.n_dpo}"  # questions sampled by the reasoning agent per round
+  i.datagen.synthesis = "chains"
+  i.datagen.progressive.max_chain_tokens = c.reasoning_max_new_tokens
+  i.datagen.backend.template = c.reasoning.data.template
+  i.datagen.backend.batch_size = c.eval_batch_size
+  i.datagen.assembly.min_score_gap = 10.0
+  i.train = _train(dpo.get_config("tiny"), 40, 3e-5, 144)  # one DPO round
+  i.train.data.batch_size = 16
+  i.train.dpo.sft_weight = 1.0
+  i.train.optim.warmup_ratio = 0.0
   return c

@@ -17,7 +17,7 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.log_every = 10  # steps between metrics.jsonl / TensorBoard entries
   c.loss_chunk = 512  # positions per LM-head chunk in the loss (bounds fp32 logits memory)
   c.export_params = True  # write workdir/export (params-only Orbax) at the end, for the next stage
-  c.debug_kill_after_step = 0  # tests only: SIGKILL this process after that step (0 = never)
+  c.debug_kill_at = ""  # tests only: SIGKILL after that step, e.g. "step_12" (insightv_jax/utils/faults.py)
   c.device_peak_flops = 0.0  # per-device peak FLOP/s for MFU (0: from the device kind, e.g. TPU v5p, H100)
 
   c.model = ml_collections.ConfigDict()

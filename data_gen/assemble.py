@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from insightv_jax.data import records, templates
+from insightv_jax.data import prompts, records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +52,14 @@ def assemble_question(q: records.Question, paths: Sequence[records.ReasoningPath
   """-> (reasoning SFT records, summary SFT records, DPO pairs) for one question."""
   paths = sorted(paths, key=lambda p: p.id)
   ranked = sorted(paths, key=lambda p: (-_score(p), p.id))
-  question = templates.format_question(q.question, q.choices)
+  question = prompts.format_question(q.question, q.choices)
   bands = {b: [p for p in ranked if band(p, cfg) == b] for b in ("high", "mid", "low", "wrong")}
   reasoning = [records.ReasoningSFT(id=f"{p.id}/r", images=q.images, question=question,
-                                    reasoning=templates.format_chain(p.steps), source=q.source)
+                                    reasoning=prompts.format_chain(p.steps), source=q.source)
                for p in bands["high"][:cfg.reasoning_per_question]]
   take = {"high": cfg.summary_high, "mid": cfg.summary_mid, "low": cfg.summary_low, "wrong": cfg.summary_wrong}
   summary = [records.SummarySFT(id=f"{p.id}/s", images=q.images, question=question,
-                                reasoning=templates.format_chain(p.steps), answer=q.answer, chain_quality=b,
+                                reasoning=prompts.format_chain(p.steps), answer=q.answer, chain_quality=b,
                                 source=q.source)
              for b in ("high", "mid", "low", "wrong") for p in bands[b][:take[b]]]
   if int((index + 1) * cfg.perception_ratio) > int(index * cfg.perception_ratio):  # ratio r: r per question
@@ -72,8 +72,8 @@ def assemble_question(q: records.Question, paths: Sequence[records.ReasoningPath
     if _score(chosen) <= _score(rejected) + cfg.min_score_gap:
       break
     pairs.append(records.DPOPair(id=f"{q.id}/pair{len(pairs)}", images=q.images, prompt=question,
-                                 chosen=templates.format_chain(chosen.steps),
-                                 rejected=templates.format_chain(rejected.steps),
+                                 chosen=prompts.format_chain(chosen.steps),
+                                 rejected=prompts.format_chain(rejected.steps),
                                  chosen_score=_score(chosen), rejected_score=_score(rejected)))
     hi, lo = hi + 1, lo - 1
   return reasoning, summary, pairs

@@ -18,8 +18,8 @@ import re
 from typing import Sequence
 
 from data_gen.backends import Backend, ChatRequest, stable_seed
-from insightv_jax.data import records, templates
-from insightv_jax.eval import extract
+from insightv_jax.data import prompts, records
+from insightv_jax.scoring import extract
 
 JUDGE_PROMPT = ("Question: {question}\nGround-truth answer: {answer}\nA model's final answer: {pred}\n"
                 "Does the model's final answer match the ground truth? Reply with 1 for yes or 0 for no, nothing else.")
@@ -40,7 +40,7 @@ class LLMAnswerJudge:
 
   def __call__(self, paths: Sequence[records.ReasoningPath], question: records.Question) -> list[bool]:
     reqs = [ChatRequest(messages=({"role": "user", "content": JUDGE_PROMPT.format(
-        question=templates.format_question(question.question, question.choices), answer=question.answer,
+        question=prompts.format_question(question.question, question.choices), answer=question.answer,
         pred=p.final_answer)},), temperature=self.temperature, top_p=1.0, max_tokens=4,
         seed=stable_seed(p.id, "judge"), meta={"question": question, "stage": "judge"}) for p in paths]
     out = []
@@ -57,7 +57,7 @@ class LLMPathScorer:
     self.backend, self.max_retries = backend, max_retries
 
   def __call__(self, paths: Sequence[records.ReasoningPath], question: records.Question) -> list[float] | None:
-    body = "\n\n".join(f"Path {i + 1}:\n{templates.format_chain(p.steps)}\nFinal answer: {p.final_answer}"
+    body = "\n\n".join(f"Path {i + 1}:\n{prompts.format_chain(p.steps)}\nFinal answer: {p.final_answer}"
                        for i, p in enumerate(paths))
     prompt = SCORE_PROMPT.format(question=question.question, answer=question.answer, n=len(paths), paths=body)
     for attempt in range(self.max_retries + 1):

@@ -28,6 +28,8 @@ from typing import Any, Protocol, Sequence
 
 from absl import logging
 
+from insightv_jax.utils.files import write_json
+
 
 @dataclasses.dataclass(frozen=True)
 class ChatRequest:
@@ -79,7 +81,7 @@ class ScriptedBackend:
 
   def _one(self, req: ChatRequest) -> str:
     from data_gen.synthetic.tasks import MISTAKES
-    from insightv_jax.data import templates
+    from insightv_jax.data import prompts
     q, k = req.meta["question"], req.meta["path_index"]
     rng = random.Random(stable_seed(q.id, k, "choice"))
     mistake = rng.choice(MISTAKES) if rng.random() < self.mistake_rate else None
@@ -87,7 +89,7 @@ class ScriptedBackend:
     if req.meta.get("stage") == "answer":
       return task.answer
     if req.meta.get("stage") == "chain":  # a whole chain, as the reasoning agent writes it
-      return f"{templates.THOUGHTS_OPEN}\n{templates.format_chain(task.steps)}\n{templates.THOUGHTS_CLOSE}"
+      return f"{prompts.THOUGHTS_OPEN}\n{prompts.format_chain(task.steps)}\n{prompts.THOUGHTS_CLOSE}"
     step = req.meta["step_index"]
     if random.Random(req.seed).random() < self.malformed_rate:
       return '{"title": "oops", "content": '  # truncated JSON
@@ -208,10 +210,7 @@ class OpenAIBackend:
         self.stats["bad_responses"] += 1
         continue
       if path:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-          json.dump({"reply": reply}, f)
-        os.replace(tmp, path)
+        write_json(path, {"reply": reply}, indent=None)
       return reply
     self.stats["failures"] += 1
     return None

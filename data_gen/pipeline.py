@@ -24,6 +24,8 @@ from absl import logging
 
 from data_gen import assemble, assess, backends, progressive, report
 from insightv_jax.data import records
+from insightv_jax.utils.faults import kill_if
+from insightv_jax.utils.files import append_jsonl, read_jsonl_log, write_json
 
 
 def _shard_of(qid: str, n: int) -> int:
@@ -69,39 +71,14 @@ def make_backend(cfg, world, cache_dir: str):
                                   max_retries=cfg.backend.max_retries, timeout_s=cfg.backend.timeout_s,
                                   backoff_s=cfg.backend.backoff_s)
   if kind == "local":
-    from insightv_jax import params_io
+    from insightv_jax.checkpoints import load_model
     from insightv_jax.data.tokenizer import load_tokenizer
     from insightv_jax.infer.agents import Agent, GenerationConfig
-    model = params_io.load_model(cfg.backend.model, dtype=cfg.backend.dtype)
+    model = load_model(cfg.backend.model, dtype=cfg.backend.dtype)
     agent = Agent(model, load_tokenizer(cfg.backend.tokenizer), cfg.backend.template,
                   GenerationConfig(batch_size=cfg.backend.batch_size))
     return backends.LocalBackend(agent)
   raise ValueError(f"config.backend.kind={kind!r}; expected scripted, local or openai")
-
-
-def _read_journal(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    text = f.read()
-  for line in text.split("\n"):
-    try:
-      rows.append(json.loads(line))
-    except json.JSONDecodeError:
-      continue  # empty, or cut by a kill
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  os.replace(tmp, path)
-  return rows
-
-
-def _append(path: str, rows: list[dict]):
-  with open(path, "a") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-    f.flush()
-    os.fsync(f.fileno())
 
 
 def run(cfg, workdir: str) -> dict:
@@ -120,7 +97,7 @@ def run(cfg, workdir: str) -> dict:
 
   # ------------------------------------------------------------------------------------- synthesis
   journal = os.path.join(workdir, "journal", f"paths-{shard}-of-{n_shards}.jsonl")
-  done = {(r["question_id"], r["path_index"]) for r in _read_journal(journal)}
+  done = {(r["question_id"], r["path_index"]) for r in read_jsonl_log(journal)}
   todo = [(q, k) for q in questions for k in range(pcfg.paths_per_question) if (q.id, k) not in done]
   total = len(questions) * pcfg.paths_per_question
   logging.info("shard %d/%d: %d questions, %d/%d paths already in the journal", shard, n_shards, len(questions),
@@ -139,16 +116,15 @@ def run(cfg, workdir: str) -> dict:
       else:
         rows.append({"type": "path", "question_id": out.question_id, "path_index": out.meta["path_index"],
                      "record": out.to_json()})
-    _append(journal, rows)
+    append_jsonl(journal, rows)
     made += len(part)
     rate = made / max(time.time() - t0, 1e-9)
     logging.info("synthesis: %d/%d paths (%.1f paths/s, ETA %.0fs)", len(done) + made, total, rate,
                  (len(todo) - made) / rate)
-    if cfg.debug_kill_after_chunks and start // chunk + 1 >= cfg.debug_kill_after_chunks:
-      os.kill(os.getpid(), 9)  # tests: die like a preempted machine, with no cleanup
+    kill_if(cfg.debug_kill_at, f"chunk_{start // chunk + 1}")
 
   # ------------------------------------------------------------------------------------ assessment
-  rows = _read_journal(journal)
+  rows = read_jsonl_log(journal)
   by_q: dict[str, list[records.ReasoningPath]] = collections.defaultdict(list)
   drops = collections.Counter()
   for r in rows:
@@ -187,7 +163,6 @@ def run(cfg, workdir: str) -> dict:
                         datasets=out, band=lambda p: assemble.band(p, acfg), image_root=image_root)
   if isinstance(backend, backends.OpenAIBackend):
     counts["backend"] = dict(backend.stats)
-  with open(os.path.join(workdir, "report", "counts.json"), "w") as f:
-    json.dump(counts, f, indent=2)
+  write_json(os.path.join(workdir, "report", "counts.json"), counts)
   logging.info("datagen done: %s", json.dumps(counts))
   return {"counts": counts, "files": files}

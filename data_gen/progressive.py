@@ -19,7 +19,7 @@ import re
 from typing import Iterable, Iterator
 
 from data_gen.backends import Backend, ChatRequest, stable_seed
-from insightv_jax.data import records, templates
+from insightv_jax.data import prompts, records
 
 # ------------------------------------------------------------------------------ prompts (one place)
 
@@ -91,7 +91,7 @@ def parse_step(reply: str | None) -> records.Step | None:
 
 
 def _conversation(p: _Path) -> tuple[dict, ...]:
-  q = templates.format_question(p.question.question, p.question.choices)
+  q = prompts.format_question(p.question.question, p.question.choices)
   msgs = [{"role": "user", "content": f"{q}\n\n{STEP_INSTRUCTION}"}]
   for s in p.steps:
     msgs.append({"role": "assistant", "content": json.dumps({"title": s.title, "content": s.content,
@@ -154,8 +154,8 @@ _STEP_BLOCK = re.compile(r"Step \d+: (.+?)\n(.+?)(?=\n\nStep \d+: |\Z)", re.DOTA
 
 
 def parse_chain(text: str) -> tuple[records.Step, ...]:
-  """'Step 1: title\\ncontent\\n\\nStep 2: ...' (templates.format_chain) -> steps; () if none parse."""
-  inner = templates.extract_tag(text, templates.THOUGHTS_OPEN, templates.THOUGHTS_CLOSE)
+  """'Step 1: title\\ncontent\\n\\nStep 2: ...' (prompts.format_chain) -> steps; () if none parse."""
+  inner = prompts.extract_tag(text, prompts.THOUGHTS_OPEN, prompts.THOUGHTS_CLOSE)
   body = (inner if inner is not None else text).strip()
   steps = [records.Step(t.strip(), c.strip(), "continue") for t, c in _STEP_BLOCK.findall(body)
            if t.strip() and c.strip()]
@@ -172,8 +172,8 @@ def synthesize_chains(items: Iterable[tuple[records.Question, bytes | None, int]
   """
   items = list(items)
   reqs = [ChatRequest(
-      messages=({"role": "user", "content": f"{templates.format_question(q.question, q.choices)}\n\n"
-                                             f"{templates.REASONING_INSTRUCTION}"},),
+      messages=({"role": "user", "content": f"{prompts.format_question(q.question, q.choices)}\n\n"
+                                             f"{prompts.REASONING_INSTRUCTION}"},),
       image=img, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_chain_tokens,
       seed=stable_seed(q.id, k, "chain"), meta={"question": q, "path_index": k, "stage": "chain"})
       for q, img, k in items]

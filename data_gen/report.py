@@ -10,7 +10,7 @@ import os
 
 from PIL import Image, ImageDraw
 
-from insightv_jax.data import templates
+from insightv_jax.data import prompts
 
 
 def histogram_png(values, path: str, bins: int = 10, size=(480, 240), title: str = "reasoning scores"):
@@ -66,7 +66,7 @@ def write(out_dir: str, *, questions, paths, drops, datasets, band, image_root, 
       img = f'<img width="160" src="data:image/png;base64,{base64.b64encode(data).decode()}"/>'
     parts.append(f"<h3>{html.escape(p.id)} [{band(p)}; scores {html.escape(str(p.scores))}]</h3>{img}"
                  f"<p><b>{html.escape(q.question if q else '')}</b> (gold {html.escape(q.answer if q else '')},"
-                 f" final {html.escape(p.final_answer)})</p><pre>{html.escape(templates.format_chain(p.steps))}</pre>")
+                 f" final {html.escape(p.final_answer)})</p><pre>{html.escape(prompts.format_chain(p.steps))}</pre>")
   parts.append("</body></html>")
   with open(os.path.join(out_dir, "examples.html"), "w") as f:
     f.write("\n".join(parts))

@@ -91,6 +91,11 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence[
   return Mesh(dev_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
 
 
+def single_device_mesh() -> Mesh:
+  """The default mesh of a model loaded without one: the first device only."""
+  return make_mesh(1, 1, 1, devices=jax.devices()[:1])
+
+
 def param_spec(var: nnx.Variable) -> P:
   """PartitionSpec of one parameter from its `axes` metadata (plus a leading `layers` if stacked)."""
   names = tuple(var.get_metadata().get("axes", ()))

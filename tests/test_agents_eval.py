@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from train_data import write_training_data
 
-from insightv_jax import params_io
+from insightv_jax.checkpoints import save_model
 from insightv_jax.data.tokenizer import fit_model_config, load_tokenizer
 from insightv_jax.eval import readers
 from insightv_jax.model.llava import LlavaNext
@@ -20,13 +20,13 @@ def setup(tmp_path_factory, tiny_cfg):
   root = str(tmp_path_factory.mktemp("agents"))
   data = write_training_data(root, n=6)
   cfg = fit_model_config(tiny_cfg, load_tokenizer(data["tok"]))
-  params_io.save_params(LlavaNext(cfg, rngs=nnx.Rngs(0)), f"{root}/model")
+  save_model(LlavaNext(cfg, rngs=nnx.Rngs(0)), f"{root}/model", layout="params")
   return data, f"{root}/model"
 
 
 def test_two_agents_and_baselines_write_a_resumable_report(setup, tmp_path):
   from configs.eval import get_config
-  from insightv_jax.eval_main import run_eval
+  from insightv_jax.eval.runner import run_eval
   data, model = setup
   cfg = get_config()
   cfg.reasoning_model = f"params:{model}"

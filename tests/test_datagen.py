@@ -41,10 +41,11 @@ def _datasets(workdir):
 
 def test_killed_run_resumes_to_the_same_datasets(tmp_path):
   full = pipeline.run(_cfg(), str(tmp_path / "full"))
-  args = [sys.executable, "-m", "data_gen.main", f"--config={ROOT}/configs/datagen.py", f"--workdir={tmp_path / 'k'}",
+  args = [sys.executable, "-m", "pipelines.cli.datagen", f"--config={ROOT}/configs/datagen.py",
+          f"--workdir={tmp_path / 'k'}",
           "--config.questions=synthetic:24", "--config.world.image_size=56", "--config.chunk_questions=4",
           "--config.backend.malformed_rate=0.1"]
-  killed = subprocess.run(args + ["--config.debug_kill_after_chunks=3"], cwd=ROOT, capture_output=True, text=True)
+  killed = subprocess.run(args + ["--config.debug_kill_at=chunk_3"], cwd=ROOT, capture_output=True, text=True)
   assert killed.returncode == -9, killed.stderr[-2000:]
   with open(tmp_path / "k" / "journal" / "paths-0-of-1.jsonl") as f:
     partial = f.read()
@@ -78,10 +79,10 @@ def test_composition_on_the_synthetic_world(tmp_path):
     assert p.chosen_score > p.rejected_score + acfg.min_score_gap
   # reasoning SFT chains are exactly the teacher's correct chains (the high band of the programmatic scorer)
   world = pipeline.make_world(_cfg())
-  from insightv_jax.data import templates
+  from insightv_jax.data import prompts
   for r in reasoning[:10]:
     q = world.question(int(r.id.split("-")[2].split("/")[0]), "train")
-    assert r.reasoning == templates.format_chain(world.teacher_path(q).steps)
+    assert r.reasoning == prompts.format_chain(world.teacher_path(q).steps)
   assert os.path.exists(tmp_path / "report" / "scores.png") and os.path.exists(tmp_path / "report" / "examples.html")
   assert sum(out["counts"]["paths_dropped"].values()) < 10  # malformed steps were mostly retried successfully
 

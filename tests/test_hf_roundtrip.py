@@ -21,9 +21,9 @@ from test_model_parity import hf_logits, make_batch, our_logits
 from transformers import LlavaNextForConditionalGeneration
 
 from insightv_jax import sharding
-from insightv_jax.convert import convert
+from insightv_jax.checkpoints import convert, load_model
+from insightv_jax.checkpoints.safetensors_io import open_checkpoint, write_checkpoint
 from insightv_jax.hf import CheckpointMismatchError, load_llava_next, save_llava_next
-from insightv_jax.hf.safetensors_io import open_checkpoint, write_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +58,11 @@ def test_roundtrip_through_transformers(hf_ckpt, batch, tmp_path):
 
 def test_orbax_conversion_roundtrip(hf_ckpt, batch, tmp_path):
   hf_model, path = hf_ckpt
-  convert("orbax", path, str(tmp_path / "orbax"))
-  convert("hf", str(tmp_path / "orbax"), str(tmp_path / "hf_again"))
-  with pytest.raises(FileExistsError, match="--output"):
-    convert("orbax", path, str(tmp_path / "orbax"))
-  from insightv_jax.params_io import load_params
-  ours = our_logits(load_params(str(tmp_path / "orbax")), *batch)
+  convert(path, str(tmp_path / "orbax"), to="params")
+  convert(str(tmp_path / "orbax"), str(tmp_path / "hf_again"), to="hf")
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    convert(path, str(tmp_path / "orbax"), to="params")
+  ours = our_logits(load_model("params:" + str(tmp_path / "orbax")), *batch)
   ref = hf_logits(LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "hf_again").eval(), *batch)
   real = batch[1].astype(bool)
   assert np.abs(ours[real] - ref[real]).max() < 1e-4

@@ -10,7 +10,7 @@ import sys
 from flax import nnx
 from train_data import write_training_data
 
-from insightv_jax import params_io
+from insightv_jax.checkpoints import save_model
 from insightv_jax.data.tokenizer import fit_model_config, load_tokenizer
 from insightv_jax.model.llava import LlavaNext
 
@@ -21,15 +21,15 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_plat
 def test_iterative_dpo_resumes_after_a_kill_between_stages(tmp_path, tiny_cfg):
   data = write_training_data(str(tmp_path / "data"), n=8)
   cfg = fit_model_config(tiny_cfg, load_tokenizer(data["tok"]))
-  params_io.save_params(LlavaNext(cfg, rngs=nnx.Rngs(0)), str(tmp_path / "sft"))
-  args = [sys.executable, "-m", "insightv_jax.main", f"--config={ROOT}/configs/dpo_iterative.py:tiny",
+  save_model(LlavaNext(cfg, rngs=nnx.Rngs(0)), str(tmp_path / "sft"), layout="params")
+  args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/dpo_iterative.py:tiny",
           f"--workdir={tmp_path / 'idpo'}", "--config.rounds=2", f"--config.start_model=params:{tmp_path / 'sft'}",
           "--config.sampler=scripted", "--config.datagen.questions=synthetic:8",
           "--config.datagen.world.kinds=left_of,chart_range", "--config.datagen.world.image_size=56",
           "--config.datagen.world.seed=1", "--config.datagen.assembly.min_score_gap=1",
           f"--config.train.tokenizer={data['tok']}", "--config.train.optim.total_steps=2",
           "--config.train.data.batch_size=2", "--config.train.checkpoint.every=0", "--config.train.mesh.fsdp=1"]
-  killed = subprocess.run(args + ["--config.debug_kill_after_stage=round_1/train"], cwd=ROOT, env=ENV,
+  killed = subprocess.run(args + ["--config.debug_kill_at=round_1/train"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=600)
   assert killed.returncode == -9, killed.stderr[-3000:]
   export = tmp_path / "idpo" / "round_1" / "train" / "export" / "config.json"
@@ -44,7 +44,7 @@ def test_iterative_dpo_resumes_after_a_kill_between_stages(tmp_path, tiny_cfg):
 
 
 def test_dry_run_compiles_the_8b_step_on_8_fake_devices(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "insightv_jax.main", f"--config={ROOT}/configs/sft_reasoning.py:8b",
+  out = subprocess.run([sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/sft_reasoning.py:8b",
                         f"--workdir={tmp_path}", "--dry_run", "--dry_run_devices=8", "--config.data.max_len=4096",
                         "--config.data.batch_size=8"], cwd=ROOT, env={**ENV, "XLA_FLAGS": ""},
                        capture_output=True, text=True, timeout=600)

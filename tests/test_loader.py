@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from data_gen.synthetic.world import World, WorldConfig
-from insightv_jax.data import loader, records, templates
+from insightv_jax.data import loader, prompts, records
 from insightv_jax.data.tokenizer import fit_model_config, train_bpe
 from insightv_jax.model.llava import LlavaNext
 from insightv_jax.train.losses import masked_cross_entropy
@@ -25,7 +25,7 @@ def data(tmp_path_factory, tiny_cfg):
   world = World(WorldConfig(kinds=("left_of", "chart_range"), image_size=56, bars=3), seed=1)
   qs = world.write(str(root), "train", N)
   sft = [records.ReasoningSFT(id=q.id, images=q.images, question=q.question,
-                              reasoning=templates.format_chain(world.teacher_path(q).steps)) for q in qs]
+                              reasoning=prompts.format_chain(world.teacher_path(q).steps)) for q in qs]
   records.write_array_record(str(root / "sft.ar"), sft)
   tok = train_bpe([r.reasoning + " " + r.question for r in sft], 400, "llama3")
   cfg = fit_model_config(tiny_cfg, tok)

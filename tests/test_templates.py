@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from insightv_jax.data import templates
+from insightv_jax.data import prompts, templates
 from insightv_jax.data.tokenizer import add_agent_tokens, train_bpe
 from insightv_jax.model.resize import grow_vocab
 
@@ -47,23 +47,23 @@ def test_encode_chat_matches_apply_chat_template(name):
 def test_image_placeholder_expansion_and_errors():
   tok = train_bpe(CORPUS, 320, "chatml")
   image_id = tok.convert_tokens_to_ids(templates.IMAGE_PLACEHOLDER)
-  ids, mask = templates.encode_chat(tok, templates.TEMPLATES["chatml"], templates.reasoning_messages("Q?", "chain"),
+  ids, mask = templates.encode_chat(tok, templates.TEMPLATES["chatml"], prompts.reasoning_messages("Q?", "chain"),
                                     image_token_id=image_id, image_token_counts=[37])
   assert (ids == image_id).sum() == 37 and mask[ids == image_id].sum() == 0
   run = np.flatnonzero(ids == image_id)
   assert (np.diff(run) == 1).all()  # one contiguous block
   with pytest.raises(ValueError, match="1 <image> placeholders but 2 images"):
-    templates.encode_chat(tok, templates.TEMPLATES["chatml"], templates.reasoning_messages("Q?", "c"),
+    templates.encode_chat(tok, templates.TEMPLATES["chatml"], prompts.reasoning_messages("Q?", "c"),
                           image_token_id=image_id, image_token_counts=[3, 4])
 
 
 def test_agent_prompts_round_trip_tags():
-  chain = templates.format_chain([("Row 1", "1 red"), ("Total", "3 red")])
-  msgs = templates.summary_messages("How many?", chain, "3")
-  assert templates.extract_tag(msgs[0]["content"], "<thoughts>", "</thoughts>") == chain
-  assert templates.extract_tag(msgs[1]["content"], "<output>", "</output>") == "3"
-  assert templates.extract_tag("no tags", "<output>", "</output>") is None
-  assert templates.extract_tag("<output> B", "<output>", "</output>") == "B"  # unterminated reply
+  chain = prompts.format_chain([("Row 1", "1 red"), ("Total", "3 red")])
+  msgs = prompts.summary_messages("How many?", chain, "3")
+  assert prompts.extract_tag(msgs[0]["content"], "<thoughts>", "</thoughts>") == chain
+  assert prompts.extract_tag(msgs[1]["content"], "<output>", "</output>") == "3"
+  assert prompts.extract_tag("no tags", "<output>", "</output>") is None
+  assert prompts.extract_tag("<output> B", "<output>", "</output>") == "B"  # unterminated reply
 
 
 def test_grow_vocab_mean_init_keeps_old_logits(tiny_model):

@@ -31,7 +31,7 @@ def _losses(workdir):
 
 def _cli(workdir, data, job="sft_reasoning", env_extra=None, **overrides):
   """Runs insightv-train in a fresh process; returns the CompletedProcess."""
-  args = [sys.executable, "-m", "insightv_jax.main", f"--config={ROOT}/configs/{job}.py:tiny",
+  args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/{job}.py:tiny",
           f"--workdir={workdir}", f"--config.tokenizer={data['tok']}",
           f"--config.data.paths={data['dpo' if job == 'dpo' else 'sft']}", f"--config.data.image_root={data['root']}"]
   args += [f"--config.{k}={v}" for k, v in overrides.items()]
@@ -57,7 +57,7 @@ def test_sharded_training_matches_single_device(data, tmp_path):
 def test_resume_after_sigkill_gives_identical_losses(data, tmp_path):
   full = _cli(tmp_path / "full", data, **{"optim.total_steps": 20})
   assert full.returncode == 0, full.stderr[-3000:]
-  killed = _cli(tmp_path / "killed", data, **{"optim.total_steps": 20, "debug_kill_after_step": 12})
+  killed = _cli(tmp_path / "killed", data, **{"optim.total_steps": 20, "debug_kill_at": "step_12"})
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   steps, _ = _losses(tmp_path / "killed")
   assert max(steps) == 12  # ran past the step-10 checkpoint before dying
@@ -89,7 +89,7 @@ def test_two_processes_train_save_and_restore(data, tmp_path):
       overrides = {"optim.total_steps": steps, "checkpoint.every": 2, "mesh.fsdp": -1, "export_params": False,
                    "distributed.coordinator_address": f"127.0.0.1:{port}", "distributed.num_processes": 2,
                    "distributed.process_id": pid}
-      args = [sys.executable, "-m", "insightv_jax.main", f"--config={ROOT}/configs/sft_reasoning.py:tiny",
+      args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/sft_reasoning.py:tiny",
               f"--workdir={tmp_path / 'run'}", f"--config.tokenizer={data['tok']}",
               f"--config.data.paths={data['sft']}", f"--config.data.image_root={data['root']}"]
       args += [f"--config.{k}={v}" for k, v in overrides.items()]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from data_gen.synthetic.world import World, WorldConfig
-from insightv_jax.data import records, templates
+from insightv_jax.data import prompts, records
 from insightv_jax.data.tokenizer import train_bpe
 
 
 def write_training_data(root: str, n: int = 32) -> dict:
   world = World(WorldConfig(kinds=("left_of", "chart_range"), image_size=56, bars=3), seed=1)
   qs = world.write(root, "train", n)
-  chain = lambda q, m=None: templates.format_chain(world.teacher_path(q, m).steps)
+  chain = lambda q, m=None: prompts.format_chain(world.teacher_path(q, m).steps)
   sft = [records.ReasoningSFT(id=q.id, images=q.images, question=q.question, reasoning=chain(q)) for q in qs]
   records.write_array_record(f"{root}/sft.ar", sft)
   pairs = [records.DPOPair(id=q.id, images=q.images, prompt=q.question, chosen=chain(q),

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
-from insightv_jax.data import records, templates
+from insightv_jax.data import prompts, records, templates
 from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess
 from insightv_jax.model import anyres
 from insightv_jax.model.config import LlavaConfig
@@ -161,7 +161,7 @@ class Encoder:
     out: dict[str, Any] = {"tiles": tiles, "sizes": sizes}
     if isinstance(rec, records.DPOPair):
       for side in ("chosen", "rejected"):
-        msgs = templates.reasoning_messages(rec.prompt, getattr(rec, side))
+        msgs = prompts.reasoning_messages(rec.prompt, getattr(rec, side))
         out[side] = self._tokenize(msgs, counts, where, rec.id)
       if rec.ref_chosen_logp is not None:
         out["ref_logps"] = np.asarray([rec.ref_chosen_logp, rec.ref_rejected_logp], np.float32)
@@ -173,14 +173,14 @@ class Encoder:
     if self.cfg.format == "cot":
       if not isinstance(rec, records.SummarySFT) or not rec.reasoning:
         raise BadRecord(f"{where} (id={rec.id!r}): format='cot' needs summary_sft records with a chain")
-      return templates.cot_messages(rec.question, rec.reasoning, rec.answer)
+      return prompts.cot_messages(rec.question, rec.reasoning, rec.answer)
     if isinstance(rec, records.ReasoningSFT):
-      return templates.reasoning_messages(rec.question, rec.reasoning)
+      return prompts.reasoning_messages(rec.question, rec.reasoning)
     if isinstance(rec, records.SummarySFT):
       judgement = None if rec.chain_quality == "none" else ("flawed" if rec.chain_quality == "wrong" else "sound")
-      return templates.summary_messages(rec.question, rec.reasoning, rec.answer, judgement)
+      return prompts.summary_messages(rec.question, rec.reasoning, rec.answer, judgement)
     if isinstance(rec, records.Question):
-      return templates.direct_messages(templates.format_question(rec.question, rec.choices), rec.answer)
+      return prompts.direct_messages(prompts.format_question(rec.question, rec.choices), rec.answer)
     raise BadRecord(f"{where} (id={rec.id!r}): a {rec.KIND!r} record is not a training example")
 
   def _tokenize(self, msgs, counts, where, rid) -> tuple[np.ndarray, np.ndarray]:

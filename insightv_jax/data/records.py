@@ -23,6 +23,8 @@ import os
 import posixpath
 from typing import Any, ClassVar, Iterable, Iterator
 
+from insightv_jax.utils.files import atomic_path, atomic_write
+
 SCHEMA_VERSION = 1
 STEP_ACTIONS = ("continue", "summary")
 CHAIN_QUALITIES = ("high", "mid", "low", "wrong", "none")
@@ -300,14 +302,12 @@ def loads(line: str | bytes, where: str = "record") -> Record:
 
 def write_jsonl(path: str, records: Iterable[Record]) -> int:
   """Writes atomically (temp file + rename): a crash never leaves a truncated file. Returns the count."""
-  tmp = path + ".tmp"
   n = 0
-  with open(tmp, "w", encoding="utf-8") as f:
+  with atomic_write(path) as f:
     for r in records:
       r.validate(f"{path}[{n}]")
       f.write(r.dumps() + "\n")
       n += 1
-  os.replace(tmp, path)
   return n
 
 
@@ -321,17 +321,16 @@ def read_jsonl(path: str) -> Iterator[Record]:
 def write_array_record(path: str, records: Iterable[Record]) -> int:
   """One JSON record per ArrayRecord entry (group_size 1 for fast random access). Atomic like JSONL."""
   from array_record.python.array_record_module import ArrayRecordWriter
-  tmp = path + ".tmp"
-  writer = ArrayRecordWriter(tmp, "group_size:1")
   n = 0
-  try:
-    for r in records:
-      r.validate(f"{path}[{n}]")
-      writer.write(r.dumps().encode("utf-8"))
-      n += 1
-  finally:
-    writer.close()
-  os.replace(tmp, path)
+  with atomic_path(path) as tmp:
+    writer = ArrayRecordWriter(tmp, "group_size:1")
+    try:
+      for r in records:
+        r.validate(f"{path}[{n}]")
+        writer.write(r.dumps().encode("utf-8"))
+        n += 1
+    finally:
+      writer.close()
   return n
 
 

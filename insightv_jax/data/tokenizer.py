@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from insightv_jax.data.templates import AGENT_TOKENS, IMAGE_PLACEHOLDER, TEMPLATES
+from insightv_jax.data.prompts import AGENT_TOKENS
+from insightv_jax.data.templates import IMAGE_PLACEHOLDER, TEMPLATES
 
 PAD = "<pad>"
 

@@ -1,4 +1,4 @@
-"""Evaluation runs: a system over benchmark questions, resumable, scored, reported.
+"""Evaluation runs: a system over benchmark questions, resumable, scored, reported; `run_eval` (insightv-eval).
 
     results = evaluate("two_agent", system_fn, questions, out_dir, image_root=root, batch_size=16)
     write_report(out_dir, {"two_agent": results, "direct": ...})   # report.md + report.json
@@ -11,56 +11,46 @@ loses at most one batch of work and never recomputes finished examples.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import time
 from typing import Callable, Sequence
 
 from absl import logging
 
-from insightv_jax.data import records, templates
+from insightv_jax.checkpoints import load_model
+from insightv_jax.data import prompts, records
 from insightv_jax.data.images import decode
-from insightv_jax.eval import extract
+from insightv_jax.data.tokenizer import load_tokenizer
+from insightv_jax.eval import readers
+from insightv_jax.infer import agents
 from insightv_jax.infer.agents import Example
+from insightv_jax.scoring import extract
+from insightv_jax.utils.files import append_jsonl, atomic_write, read_jsonl_log, write_json
 
 
 def to_example(q: records.Question, image_root: str | None) -> Example:
   image = decode(q.images[0].read(image_root), q.id) if q.images else None
-  return Example(q.id, templates.format_question(q.question, q.choices), image)
+  return Example(q.id, prompts.format_question(q.question, q.choices), image)
 
 
 def evaluate(system: str, fn: Callable[[list[Example]], list[dict]], questions: Sequence[records.Question],
              out_dir: str, *, image_root: str | None = None, batch_size: int = 16) -> list[dict]:
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"{system}.jsonl")
-  done: dict[str, dict] = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      lines = f.read().split("\n")
-    for line in lines:
-      try:
-        row = json.loads(line)
-        done[row["id"]] = row
-      except (json.JSONDecodeError, KeyError, TypeError):  # a line cut by a kill mid-write: redo that example
-        continue
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:  # keep only complete rows, so appends never glue onto a partial line
-      f.writelines(json.dumps(r) + "\n" for r in done.values())
-    os.replace(tmp, path)
+  # a line cut by a kill mid-write is dropped: that example is redone
+  done: dict[str, dict] = {row["id"]: row for row in read_jsonl_log(path, keep=lambda row: "id" in row)}
   todo = [q for q in questions if q.id not in done]
   logging.info("%s: %d done, %d to go", system, len(done), len(todo))
   t0 = time.time()
   for start in range(0, len(todo), batch_size):
     chunk = todo[start:start + batch_size]
     outs = fn([to_example(q, image_root) for q in chunk])
-    with open(path, "a") as f:
-      for q, o in zip(chunk, outs):
-        row = {"id": q.id, "benchmark": q.meta.get("benchmark", q.source or "synthetic"),
-               "category": q.meta.get("category", q.meta.get("task", "all")), "question": q.question,
-               "answer": q.answer, "choices": list(q.choices) if q.choices else None, **o,
-               "correct": extract.is_correct(o["reply"], q.answer, choices=q.choices)}
-        f.write(json.dumps(row) + "\n")
-        done[q.id] = row
+    rows = [{"id": q.id, "benchmark": q.meta.get("benchmark", q.source or "synthetic"),
+             "category": q.meta.get("category", q.meta.get("task", "all")), "question": q.question,
+             "answer": q.answer, "choices": list(q.choices) if q.choices else None, **o,
+             "correct": extract.is_correct(o["reply"], q.answer, choices=q.choices)} for q, o in zip(chunk, outs)]
+    append_jsonl(path, rows)
+    done.update((row["id"], row) for row in rows)
     n = start + len(chunk)
     rate = n / max(time.time() - t0, 1e-9)
     logging.info("%s: %d/%d examples, %.2f ex/s, ETA %.0fs", system, n, len(todo), rate, (len(todo) - n) / rate)
@@ -86,8 +76,7 @@ def summarise(results: Sequence[dict]) -> dict:
 def write_report(out_dir: str, systems: dict[str, Sequence[dict]], *, failures: int = 3, title: str = "Evaluation"):
   """report.json (all numbers) and report.md (tables + a few failure examples per system)."""
   summary = {name: summarise(rows) for name, rows in systems.items()}
-  with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  write_json(os.path.join(out_dir, "report.json"), summary)
   lines = [f"# {title}", "", "| system | overall | n |", "|---|---|---|"]
   lines += [f"| {name} | {s['overall']:.1%} | {s['n']} |" for name, s in summary.items()]
   cats = sorted({c for s in summary.values() for c in s["categories"]})
@@ -106,4 +95,53 @@ def write_report(out_dir: str, systems: dict[str, Sequence[dict]], *, failures: 
                   f"  - reply: `{r['reply'][:200]}`" + (f"\n  - chain: {chain}" if chain else "")]
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
+  return summary
+
+
+SYSTEMS = ("two_agent", "direct", "cot")
+
+
+def run_eval(config, workdir: str) -> dict:
+  """What `insightv-eval` runs: config (configs/eval.py) names the models, systems and benchmark files."""
+  os.makedirs(workdir, exist_ok=True)
+  with atomic_write(os.path.join(workdir, "config.json")) as f:
+    f.write(config.to_json_best_effort(indent=2))
+  systems = [s for s in config.systems.split(",") if s]
+  unknown = set(systems) - set(SYSTEMS)
+  if unknown:
+    raise ValueError(f"config.systems: unknown {sorted(unknown)}; choose from {SYSTEMS}")
+  if not config.reasoning_model:
+    raise ValueError("config.reasoning_model is required ('params:<dir>' or 'hf:<dir>')")
+  tok = load_tokenizer(config.tokenizer)
+  cache = {}
+
+  def model(spec):
+    if spec not in cache:
+      cache[spec] = load_model(spec, dtype=config.dtype)
+    return cache[spec]
+
+  gen = lambda n: agents.GenerationConfig(max_new_tokens=n, batch_size=config.batch_size)
+  summary_spec = config.summary_model or config.reasoning_model
+  baseline_spec = config.baseline_model or summary_spec
+  questions = []
+  for path in [p for p in config.benchmarks.split(",") if p]:
+    qs = readers.read_benchmark(path)
+    questions.extend(qs[:config.limit] if config.limit else qs)
+  results = {}
+  for system in systems:
+    if system == "two_agent":
+      r = agents.Agent(model(config.reasoning_model), tok, config.template, gen(config.reasoning_max_new_tokens))
+      s = agents.Agent(model(summary_spec), tok, config.template, gen(config.answer_max_new_tokens))
+      fn = lambda ex, r=r, s=s: agents.two_agent(r, s, ex)
+    elif system == "direct":
+      a = agents.Agent(model(baseline_spec), tok, config.template, gen(config.answer_max_new_tokens))
+      fn = lambda ex, a=a: agents.direct(a, ex)
+    else:
+      a = agents.Agent(model(baseline_spec), tok, config.template, gen(config.cot_max_new_tokens))
+      fn = lambda ex, a=a: agents.chain_of_thought(a, ex)
+    results[system] = evaluate(system, fn, questions, workdir, image_root=config.image_root or None,
+                                      batch_size=config.batch_size)
+  summary = write_report(workdir, results)
+  for name, s in summary.items():
+    logging.info("%s: %.1f%% over %d", name, 100 * s["overall"], s["n"])
   return summary

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from insightv_jax.data import templates
+from insightv_jax.data import prompts, templates
 from insightv_jax.data.images import ImageProcessorConfig, preprocess
 from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
 from insightv_jax.model import anyres
@@ -39,7 +39,7 @@ class GenerationConfig:
 @dataclasses.dataclass(frozen=True)
 class Example:
   id: str
-  question: str  # already formatted with its options (templates.format_question)
+  question: str  # already formatted with its options (prompts.format_question)
   image: Image.Image | None
 
 
@@ -47,7 +47,7 @@ class Agent:
   """A model + tokenizer + chat template that answers batches of conversations."""
 
   def __init__(self, model, tokenizer, template: str, gen: GenerationConfig = GenerationConfig(),
-               stop_tokens: Sequence[str] = (templates.THOUGHTS_CLOSE, templates.OUTPUT_CLOSE)):
+               stop_tokens: Sequence[str] = (prompts.THOUGHTS_CLOSE, prompts.OUTPUT_CLOSE)):
     """stop_tokens: tags that end a reply besides the template's end-of-turn (a chain-of-thought reply must
     not stop at </thoughts>, its answer follows)."""
     self.model, self.tokenizer, self.gen = model, tokenizer, gen
@@ -130,28 +130,28 @@ class Agent:
 
 def reason(reasoner: Agent, examples: Sequence[Example], *, seed_offset: int = 0) -> list[str]:
   """The reasoning agent's chains (the text inside <thoughts>, or the whole reply if the tag is missing)."""
-  replies = reasoner.complete([templates.reasoning_messages(e.question) for e in examples],
+  replies = reasoner.complete([prompts.reasoning_messages(e.question) for e in examples],
                               [e.image for e in examples], seed_offset=seed_offset)
   return [_chain_of(r) for r in replies]
 
 
 def _chain_of(reply: str) -> str:
-  inner = templates.extract_tag(reply, templates.THOUGHTS_OPEN, templates.THOUGHTS_CLOSE)
+  inner = prompts.extract_tag(reply, prompts.THOUGHTS_OPEN, prompts.THOUGHTS_CLOSE)
   return inner if inner is not None else reply
 
 
 def two_agent(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -> list[dict]:
   chains = reason(reasoner, examples)
-  replies = summarizer.complete([templates.summary_messages(e.question, c) for e, c in zip(examples, chains)],
+  replies = summarizer.complete([prompts.summary_messages(e.question, c) for e, c in zip(examples, chains)],
                                 [e.image for e in examples])
-  return [{"chain": c, "reply": r, "judgement": templates.parse_judgement(r)} for c, r in zip(chains, replies)]
+  return [{"chain": c, "reply": r, "judgement": prompts.parse_judgement(r)} for c, r in zip(chains, replies)]
 
 
 def direct(agent: Agent, examples: Sequence[Example]) -> list[dict]:
-  replies = agent.complete([templates.direct_messages(e.question) for e in examples], [e.image for e in examples])
+  replies = agent.complete([prompts.direct_messages(e.question) for e in examples], [e.image for e in examples])
   return [{"chain": "", "reply": r, "judgement": None} for r in replies]
 
 
 def chain_of_thought(agent: Agent, examples: Sequence[Example]) -> list[dict]:
-  replies = agent.complete([templates.cot_messages(e.question) for e in examples], [e.image for e in examples])
+  replies = agent.complete([prompts.cot_messages(e.question) for e in examples], [e.image for e in examples])
   return [{"chain": _chain_of(r), "reply": r, "judgement": None} for r in replies]

@@ -12,6 +12,8 @@ Runtime knobs that HF does not have (compute dtype, remat, scanned layers) are f
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Mapping
 
 VISION_MODEL_TYPES = ("clip_vision_model", "siglip_vision_model")
@@ -233,6 +235,19 @@ class LlavaConfig:
         multimodal_projector_bias=bool(d.get("multimodal_projector_bias", True)),
         **runtime,
     )
+
+  @classmethod
+  def from_file(cls, path: str, *, what: str = "a checkpoint folder", **runtime) -> LlavaConfig:
+    """Reads `path` (a config.json, or a folder holding one); `what` names the expected folder in errors."""
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    if not os.path.exists(file):
+      raise FileNotFoundError(f"{path}: no config.json (expected {what})")
+    try:
+      with open(file) as f:
+        d = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{file}: not valid JSON ({e})") from e
+    return cls.from_hf(d, **runtime)
 
   def to_hf(self) -> dict[str, Any]:
     """The llava-hf `config.json` dict (transformers v5 layout) for this model."""

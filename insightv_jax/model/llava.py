@@ -24,6 +24,8 @@ from insightv_jax.model.vision import VisionTower
 
 
 class LlavaNext(nnx.Module):
+  """The whole model; `abstract_model(cfg)` gives its structure without allocating."""
+
   def __init__(self, cfg: LlavaConfig, *, rngs: nnx.Rngs):
     if cfg.vision_feature_select_strategy == "full" and cfg.vision.has_class_token:
       raise ConfigError("vision_feature_select_strategy='full' keeps CLIP's class token, which does not "
@@ -110,3 +112,8 @@ class LlavaNext(nnx.Module):
     h, _ = self.hidden_states(input_ids, pixel_values, image_sizes, attention_mask, segment_ids=segment_ids,
                               positions=positions)
     return self.logits(h)
+
+
+def abstract_model(cfg: LlavaConfig, seed: int = 0) -> LlavaNext:
+  """The model's structure with `jax.ShapeDtypeStruct` leaves (nothing allocated, nothing computed)."""
+  return nnx.eval_shape(lambda: LlavaNext(cfg, rngs=nnx.Rngs(seed)))

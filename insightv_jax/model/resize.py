@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from insightv_jax.model.llava import LlavaNext
+from insightv_jax.model.llava import LlavaNext, abstract_model
 
 
 def grow_vocab(model: LlavaNext, new_size: int) -> LlavaNext:
@@ -31,7 +31,7 @@ def grow_vocab(model: LlavaNext, new_size: int) -> LlavaNext:
     return jnp.concatenate([table, jnp.tile(mean, reps)], axis=axis)
 
   graphdef, state = nnx.split(model)
-  new_model = nnx.eval_shape(lambda: LlavaNext(new_cfg, rngs=nnx.Rngs(0)))
+  new_model = abstract_model(new_cfg)
   new_graphdef, new_state = nnx.split(new_model)
   flat = dict(nnx.to_flat_state(state))
   for path, var in nnx.to_flat_state(new_state):

@@ -19,13 +19,14 @@ import jax
 import numpy as np
 from absl import logging
 
-from insightv_jax import params_io, sharding
+from insightv_jax import checkpoints, sharding
 from insightv_jax.data import loader
 from insightv_jax.data.tokenizer import load_tokenizer
 from insightv_jax.train import flops, optim, steps
 from insightv_jax.train import state as state_lib
 from insightv_jax.train.checkpoint import Checkpointer, is_primary
 from insightv_jax.train.metrics import MetricsWriter, Progress
+from insightv_jax.utils.faults import kill_if
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -163,8 +164,7 @@ def train(config, workdir: str) -> dict:
         logging.info("%s", progress.line(host))
       if will_save:
         ckpt.save(done, state, iterator)
-      if config.debug_kill_after_step and done == config.debug_kill_after_step:
-        os.kill(os.getpid(), signal.SIGKILL)  # test hook: die without any cleanup
+      kill_if(config.debug_kill_at, f"step_{done}")
       if stop["signal"] is not None:
         logging.warning("SIGTERM: saving step %d before exiting", done)
         ckpt.save(done, state, iterator, force=True)
@@ -182,7 +182,7 @@ def train(config, workdir: str) -> dict:
   # --------------------------------------------------------------------------------- params export
   if config.export_params and stop["signal"] is None:
     from flax import nnx
-    params_io.save_params(nnx.merge(graphdef, state["params"]), os.path.join(workdir, "export"))
+    checkpoints.save_model(nnx.merge(graphdef, state["params"]), os.path.join(workdir, "export"), layout="params")
   return {k: float(v) for k, v in jax.device_get(metrics).items()} if metrics else {}
 
 

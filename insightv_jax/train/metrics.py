@@ -12,6 +12,8 @@ import time
 
 from absl import logging
 
+from insightv_jax.utils.files import read_jsonl_log
+
 
 class MetricsWriter:
   def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool = True):
@@ -20,13 +22,7 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(kept)
-      os.replace(tmp, self.path)
+    read_jsonl_log(self.path, keep=lambda row: row.get("step", 0) <= resume_step)
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))

@@ -7,24 +7,22 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from insightv_jax import params_io, sharding
-from insightv_jax.hf import read_config
+from insightv_jax import checkpoints, sharding
 from insightv_jax.model.config import LlavaConfig
-from insightv_jax.model.llava import LlavaNext
+from insightv_jax.model.llava import LlavaNext, abstract_model
 
 
 def model_config(cfg, tokenizer=None) -> LlavaConfig:
   """The LlavaConfig of config.model: from the init checkpoint when there is one, else the preset dict."""
   runtime = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, remat=cfg.remat, scan_layers=cfg.scan_layers)
   init = cfg.init
-  if init.startswith("hf:"):
-    mc = read_config(init[3:], **runtime)
-  elif init.startswith("params:"):
-    mc = params_io.load_config(init[7:], **runtime)
-  elif init == "random":
+  if init == "random":
     mc = LlavaConfig.from_hf(cfg.hf_config.to_dict(), **runtime)
+  elif init:
+    mc = checkpoints.read_config(init, **runtime)
   else:
-    raise ValueError(f"config.model.init={init!r}; expected 'random', 'hf:<folder>' or 'params:<folder>'")
+    raise ValueError("config.model.init is empty; expected 'random' or a model spec ('hf:<folder>', "
+                     "'params:<folder>' or a checkpoint folder)")
   if tokenizer is not None:
     from insightv_jax.data.tokenizer import fit_model_config
     mc = fit_model_config(mc, tokenizer)
@@ -39,11 +37,10 @@ def init_model(cfg, mc: LlavaConfig, mesh, seed: int = 0) -> LlavaNext:
   """
   init = cfg.init
   if init != "random":
-    model = params_io.load_model(init, dtype=mc.dtype, param_dtype=mc.param_dtype, mesh=mesh,
-                                 scan_layers=mc.scan_layers, remat=mc.remat)
+    model = checkpoints.load_model(init, mc.dtype, param_dtype=mc.param_dtype, mesh=mesh,
+                                   scan_layers=mc.scan_layers, remat=mc.remat)
   else:
-    abstract = nnx.eval_shape(lambda: LlavaNext(mc, rngs=nnx.Rngs(seed)))
-    graphdef, abs_state = nnx.split(abstract)
+    graphdef, abs_state = nnx.split(abstract_model(mc, seed))
     out = sharding.pure_dict_shardings(abs_state, mesh)
     params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(LlavaNext(mc, rngs=nnx.Rngs(seed)))), out_shardings=out)()
     return nnx.merge(graphdef, params)
@@ -51,7 +48,7 @@ def init_model(cfg, mc: LlavaConfig, mesh, seed: int = 0) -> LlavaNext:
     from insightv_jax.model.resize import grow_vocab
     model = grow_vocab(model, mc.text.vocab_size)
   if model.cfg.image_token_index != mc.image_token_index:
-    model = nnx.merge(nnx.split(nnx.eval_shape(lambda: LlavaNext(mc, rngs=nnx.Rngs(0))))[0],
+    model = nnx.merge(nnx.split(abstract_model(mc))[0],
                       nnx.to_pure_dict(nnx.state(model)))
   return model
 

@@ -14,35 +14,24 @@ Every stage is resumable: rerunning with the same --workdir skips what is finish
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py"),
-                                "Demo config (configs/demo.py).", lock_config=False)
-flags.DEFINE_string("workdir", "demo_out", "Where the demo writes everything (reuse it to resume).")
-
-
-def _done(path):
-  return os.path.exists(os.path.join(path, "DONE"))
-
-
-def _mark(path):
-  os.makedirs(path, exist_ok=True)
-  open(os.path.join(path, "DONE"), "w").write("ok\n")
+from data_gen import pipeline
+from insightv_jax.checkpoints import load_model
+from insightv_jax.data import prompts, records
+from insightv_jax.data.tokenizer import load_tokenizer, train_bpe
+from insightv_jax.eval import readers, runner
+from insightv_jax.infer import agents
+from insightv_jax.train.loop import train
+from insightv_jax.utils.files import is_done, mark_done
+from pipelines.demo_report import write_report
+from pipelines.iterative_dpo import run_iterative
 
 
 def run_demo(cfg, wd: str) -> dict:
-  from data_gen import pipeline
-  from insightv_jax.data import records, templates
-  from insightv_jax.data.tokenizer import load_tokenizer, train_bpe
-  from insightv_jax.train.iterative import run_iterative
-  from insightv_jax.train.loop import train
-
   os.makedirs(wd, exist_ok=True)
   timings = {}
   t_start = time.time()
@@ -50,13 +39,13 @@ def run_demo(cfg, wd: str) -> dict:
   # -------------------------------------------------------------------------------- 1. data generation
   t = time.time()
   gen_dir = os.path.join(wd, "datagen")
-  if not _done(gen_dir):
+  if not is_done(gen_dir):
     pipeline.run(cfg.datagen, gen_dir)
-    _mark(gen_dir)
+    mark_done(gen_dir)
   world = pipeline.make_world(cfg.datagen)
   data_dir = os.path.join(wd, "data")
   ds = lambda name: os.path.join(gen_dir, "datasets", f"{name}-0-of-1.arrayrecord")
-  if not _done(data_dir):
+  if not is_done(data_dir):
     os.makedirs(data_dir, exist_ok=True)
     n_train = int(cfg.datagen.questions.split(":")[1])
     train_questions = [world.question(i, "train") for i in range(n_train)]
@@ -64,18 +53,18 @@ def run_demo(cfg, wd: str) -> dict:
     records.write_array_record(os.path.join(data_dir, "cot.arrayrecord"),
                                _cot_records(train_questions, ds("reasoning_sft")))
     records.write_jsonl(os.path.join(data_dir, "test.jsonl"), (world.question(i, "test") for i in range(cfg.n_test)))
-    _mark(data_dir)
+    mark_done(data_dir)
   timings["data generation"] = time.time() - t
 
   # -------------------------------------------------------------------------------------- 2. tokenizer
   tok_dir = os.path.join(wd, "tokenizer")
-  if not _done(tok_dir):
+  if not is_done(tok_dir):
     texts = [r.reasoning for r in records.read_jsonl(ds("reasoning_sft").replace(".arrayrecord", ".jsonl"))]
     texts += [world.question(i).question for i in range(50)]
-    texts += [templates.REASONING_INSTRUCTION, templates.SUMMARY_INSTRUCTION, templates.DIRECT_INSTRUCTION,
-              templates.COT_INSTRUCTION, "Judgement: the reasoning is sound. flawed."] * 20
+    texts += [prompts.REASONING_INSTRUCTION, prompts.SUMMARY_INSTRUCTION, prompts.DIRECT_INSTRUCTION,
+              prompts.COT_INSTRUCTION, "Judgement: the reasoning is sound. flawed."] * 20
     train_bpe(texts, cfg.tokenizer_vocab, cfg.reasoning.data.template).save_pretrained(tok_dir)
-    _mark(tok_dir)
+    mark_done(tok_dir)
   tokenizer = load_tokenizer(tok_dir)
 
   # ------------------------------------------------------------------------------------------- 3. SFT
@@ -84,17 +73,20 @@ def run_demo(cfg, wd: str) -> dict:
   for name, path in jobs.items():
     t = time.time()
     out = os.path.join(wd, name)
-    if not _done(out):
+    if not is_done(out):
       c = copy.deepcopy(cfg[name])
       c.tokenizer, c.data.paths = tok_dir, path
       logging.info("SFT %s on %s", name, path)
       train(c, out)
-      _mark(out)
+      mark_done(out)
     timings[f"SFT {name}"] = time.time() - t
 
   # ------------------------------------------------------------------------------------------- 4. DPO
   t = time.time()
-  icfg = _iterative_config(cfg, wd, tok_dir)
+  icfg = copy.deepcopy(cfg.dpo_iterative)
+  with icfg.unlocked():
+    icfg.start_model = "params:" + os.path.join(wd, "reasoning", "export")
+    icfg.datagen.backend.tokenizer = icfg.train.tokenizer = tok_dir
   dpo_rounds = run_iterative(icfg, os.path.join(wd, "dpo"))
   timings["iterative DPO"] = time.time() - t
 
@@ -105,7 +97,6 @@ def run_demo(cfg, wd: str) -> dict:
   timings["total"] = time.time() - t_start
 
   # ---------------------------------------------------------------------------------------- 6. report
-  from insightv_jax.demo_report import write_report
   g = cfg.datagen.world.grid
   return write_report(wd, task=f"count the cells of one colour in a {g} x {g} grid of four equally likely cell "
                       "states (white, red, green, blue)", accuracy=accuracy, timings=timings, dpo_rounds=dpo_rounds,
@@ -120,7 +111,6 @@ def _cot_records(questions, reasoning_sft_path: str):
 
   A reasoning record's id is "<question id>/p<k>/r" (data_gen.assemble), which finds its question.
   """
-  from insightv_jax.data import records
   answers = {q.id: q.answer for q in questions}
   out = []
   for r in records.read_jsonl(reasoning_sft_path.replace(".arrayrecord", ".jsonl")):
@@ -132,42 +122,16 @@ def _cot_records(questions, reasoning_sft_path: str):
   return out
 
 
-def _iterative_config(cfg, wd, tok_dir):
-  import ml_collections
-
-  from configs.dpo_iterative import get_config
-  c = get_config("tiny")
-  c.rounds = cfg.dpo_rounds
-  c.sample_temperature = cfg.dpo_temperature
-  c.start_model = "params:" + os.path.join(wd, "reasoning", "export")
-  c.datagen = copy.deepcopy(cfg.datagen)
-  c.datagen.questions = f"synthetic:{cfg.n_dpo}"
-  c.datagen.synthesis = "chains"
-  c.datagen.progressive.max_chain_tokens = cfg.reasoning_max_new_tokens
-  c.datagen.backend.tokenizer = tok_dir
-  c.datagen.backend.template = cfg.reasoning.data.template
-  c.datagen.backend.batch_size = cfg.eval_batch_size
-  c.datagen.assembly.min_score_gap = 10.0
-  c.train = copy.deepcopy(cfg.dpo)
-  c.train.tokenizer = tok_dir
-  assert isinstance(c, ml_collections.ConfigDict)
-  return c
-
-
 def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
-  from insightv_jax import params_io
-  from insightv_jax.data import templates
-  from insightv_jax.eval import readers, runner
-  from insightv_jax.infer import agents
   questions = readers.read_benchmark(os.path.join(data_dir, "test.jsonl"))
-  load = lambda name: params_io.load_model("params:" + os.path.join(wd, name, "export"))
+  load = lambda name: load_model("params:" + os.path.join(wd, name, "export"))
   template = cfg.reasoning.data.template
   gen = lambda n: agents.GenerationConfig(max_new_tokens=n, batch_size=cfg.eval_batch_size)
   summary = agents.Agent(load("summary"), tokenizer, template, gen(cfg.answer_max_new_tokens))
   reasoner = agents.Agent(load("reasoning"), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
   direct = agents.Agent(load("direct"), tokenizer, template, gen(cfg.answer_max_new_tokens))
   cot = agents.Agent(load("cot"), tokenizer, template, gen(cfg.reasoning_max_new_tokens + 10),
-                     stop_tokens=(templates.OUTPUT_CLOSE,))
+                     stop_tokens=(prompts.OUTPUT_CLOSE,))
   systems = {
       "direct answer (baseline)": lambda ex: agents.direct(direct, ex),
       "chain-of-thought, one model (baseline)": lambda ex: agents.chain_of_thought(cot, ex),
@@ -175,7 +139,7 @@ def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
       "two agents (SFT)": lambda ex: agents.two_agent(reasoner, summary, ex),
   }
   for r in dpo_rounds:
-    dpo_agent = agents.Agent(params_io.load_model(r["model"]), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
+    dpo_agent = agents.Agent(load_model(r["model"]), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
     systems[f"two agents + DPO round {r['round']}"] = lambda ex, a=dpo_agent: agents.two_agent(a, summary, ex)
   out_dir = os.path.join(wd, "eval")
   results = {}
@@ -192,17 +156,3 @@ class _Silent:
 
   def complete(self, conversations, images, **kw):
     return ["" for _ in conversations]
-
-
-def main(argv):
-  del argv
-  result = run_demo(FLAGS.config, FLAGS.workdir)
-  print(json.dumps(result, indent=2))
-
-
-def run():
-  app.run(main)
-
-
-if __name__ == "__main__":
-  run()

@@ -1,7 +1,9 @@
-"""`insightv-datagen`: see data_gen/pipeline.py and configs/datagen.py."""
+"""`insightv-datagen`: progressive synthesis -> assessment -> assembly (data_gen/pipeline.py, configs/datagen.py)."""
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from data_gen.pipeline import run as run_datagen
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/datagen.py", lock_config=True)
@@ -10,14 +12,13 @@ flags.DEFINE_string("workdir", None, "Run folder (journal, datasets, report); re
 
 def main(argv):
   del argv
-  from data_gen.pipeline import run
-  run(FLAGS.config, FLAGS.workdir)
+  run_datagen(FLAGS.config, FLAGS.workdir)
 
 
-def run_cli():
+def run():
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
 
 
 if __name__ == "__main__":
-  run_cli()
+  run()

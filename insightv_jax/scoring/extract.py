@@ -16,7 +16,7 @@ import re
 import string
 from typing import Sequence
 
-from insightv_jax.data.templates import OUTPUT_CLOSE, OUTPUT_OPEN, extract_tag
+from insightv_jax.data.prompts import OUTPUT_CLOSE, OUTPUT_OPEN, extract_tag
 
 _NUM = re.compile(r"[-+]?\$?\d[\d,]*(?:\.\d+)?%?|[-+]?\$?\.\d+%?")
 

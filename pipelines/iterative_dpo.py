@@ -6,8 +6,9 @@ Round k = 1..K, all artefacts in workdir/round_k/:
   train/     one DPO round (insightv_jax.train.loop) from the starting checkpoint, reference = that checkpoint
   train/export   the round's result, which starts round k + 1
   eval.json  accuracy of the round's reasoning agent (through the summary agent) on held-out questions
-Each stage leaves a `DONE` marker; a restarted run skips finished stages and resumes an interrupted training
-from its own checkpoints (the data-generation journal and the train checkpoints make every stage resumable).
+Each stage leaves a `DONE` marker (`utils.files.mark_done`); a restarted run skips finished stages and resumes an
+interrupted training from its own checkpoints (the data-generation journal and the train checkpoints make every
+stage resumable).
 """
 
 from __future__ import annotations
@@ -18,33 +19,20 @@ import os
 
 from absl import logging
 
-
-def _done(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "DONE"))
-
-
-def _mark(path: str):
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, "DONE"), "w") as f:
-    f.write("ok\n")
-
-
-def _debug_kill(config, stage: str):
-  if config.get("debug_kill_after_stage") == stage:
-    os.kill(os.getpid(), 9)  # tests: die like a preempted machine between stages
+from data_gen.pipeline import run as datagen
+from insightv_jax.train.loop import train
+from insightv_jax.utils.faults import kill_if
+from insightv_jax.utils.files import is_done, mark_done, write_json
 
 
 def run_iterative(config, workdir: str, *, evaluate=None) -> list[dict]:
   """config: configs/dpo_iterative.py. evaluate(model_spec) -> dict of metrics (optional, per round)."""
-  from data_gen.pipeline import run as datagen
-  from insightv_jax.train.loop import train
-
   start = config.start_model  # 'params:<dir>' of the SFT reasoning agent
   results = []
   for k in range(1, config.rounds + 1):
     rdir = os.path.join(workdir, f"round_{k}")
     sample_dir, train_dir = os.path.join(rdir, "sample"), os.path.join(rdir, "train")
-    if not _done(sample_dir):
+    if not is_done(sample_dir):
       dg = copy.deepcopy(config.datagen)
       with dg.unlocked():
         dg.backend.kind = config.sampler  # "local": the current policy; "scripted": the synthetic teacher (tests)
@@ -53,12 +41,12 @@ def run_iterative(config, workdir: str, *, evaluate=None) -> list[dict]:
         dg.progressive.temperature = config.sample_temperature
       logging.info("round %d: sampling chains from %s", k, start)
       datagen(dg, sample_dir)
-      _mark(sample_dir)
-    _debug_kill(config, f"round_{k}/sample")
+      mark_done(sample_dir)
+    kill_if(config.debug_kill_at, f"round_{k}/sample")
     pairs = os.path.join(sample_dir, "datasets", "dpo-0-of-1.arrayrecord")
     with open(os.path.join(sample_dir, "report", "counts.json")) as f:
       n_pairs = json.load(f)["datasets"]["dpo"]
-    if not _done(train_dir):
+    if not is_done(train_dir):
       if n_pairs == 0:
         raise RuntimeError(f"round {k}: the sampled chains gave no DPO pairs (all scored alike); "
                            f"see {sample_dir}/report")
@@ -68,15 +56,12 @@ def run_iterative(config, workdir: str, *, evaluate=None) -> list[dict]:
         tc.data.paths = pairs
       logging.info("round %d: DPO on %d pairs", k, n_pairs)
       train(tc, train_dir)
-      _mark(train_dir)
-    _debug_kill(config, f"round_{k}/train")
+      mark_done(train_dir)
+    kill_if(config.debug_kill_at, f"round_{k}/train")
     start = "params:" + os.path.join(train_dir, "export")
     eval_path = os.path.join(rdir, "eval.json")
     if evaluate is not None and not os.path.exists(eval_path):
-      metrics = evaluate(start)
-      with open(eval_path + ".tmp", "w") as f:
-        json.dump(metrics, f)
-      os.replace(eval_path + ".tmp", eval_path)
+      write_json(eval_path, evaluate(start))
     metrics = json.load(open(eval_path)) if os.path.exists(eval_path) else {}
     results.append({"round": k, "pairs": n_pairs, "model": start, **metrics})
   return results

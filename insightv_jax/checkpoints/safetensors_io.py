@@ -18,6 +18,8 @@ from typing import Callable, Iterable
 import ml_dtypes
 import numpy as np
 
+from insightv_jax.utils.files import atomic_write
+
 DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
     "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
@@ -119,8 +121,7 @@ def write_checkpoint(folder: str, tensors: Iterable[tuple[str, tuple[int, ...], 
     header["__metadata__"] = {"format": "pt"}
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp = os.path.join(folder, fname + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(os.path.join(folder, fname), "wb") as f:
       f.write(struct.pack("<Q", len(blob)))
       f.write(blob)
       for name, shape, dtype in shard:
@@ -128,7 +129,6 @@ def write_checkpoint(folder: str, tensors: Iterable[tuple[str, tuple[int, ...], 
         if arr.shape != tuple(shape):
           raise SafetensorsError(f"tensor {name!r}: fetched shape {arr.shape}, declared {tuple(shape)}")
         f.write(arr.tobytes())
-    os.replace(tmp, os.path.join(folder, fname))
   if n > 1:
     weight_map = {name: fname for fname, shard in zip(names, shards) for name, _, _ in shard}
     with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from insightv_jax.eval import extract
+from insightv_jax.scoring import extract
 
 CHOICES = ("more red", "more blue", "the same number")
 

@@ -1,0 +1,93 @@
+"""The one registry of checkpoint layouts: detect a folder's layout, read its config, load sharded, save.
+
+    model = load_model("hf:/ckpts/llama3-llava-next-8b-hf", dtype="bfloat16", mesh=mesh)
+    model = load_model("/runs/sft/export")             # a bare folder: its layout is detected
+    save_model(model, "/serve/llava", layout="hf", dtype="bfloat16")
+
+A model spec is "<layout>:<folder>" or a bare folder. Layouts (one module each):
+    hf       llava-hf safetensors, what `transformers.LlavaNextForConditionalGeneration` reads   llava_hf.py
+    params   our params-only Orbax folder (config.json + params/), the hand-off between stages   params.py
+Every layout reads its config into a `LlavaConfig` and loads straight into the shardings of
+`sharding.RULES` on the given mesh (default: the first device).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import jax
+
+from insightv_jax import sharding
+from insightv_jax.checkpoints import llava_hf, params
+from insightv_jax.model.config import LlavaConfig
+from insightv_jax.model.llava import LlavaNext
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """name: the spec prefix. detect(folder) -> bool. read_config(folder, **runtime) -> LlavaConfig.
+  load(folder, cfg, mesh) -> LlavaNext. save(model, folder, dtype=None) writes the layout."""
+
+  name: str
+  description: str
+  detect: Callable[[str], bool]
+  read_config: Callable[..., LlavaConfig]
+  load: Callable[..., LlavaNext]
+  save: Callable[..., None]
+
+
+LAYOUTS: dict[str, Layout] = {
+    "hf": Layout("hf", "llava-hf safetensors (transformers LlavaNextForConditionalGeneration)", llava_hf.is_layout,
+                 llava_hf.read_config, llava_hf.load, llava_hf.save),
+    "params": Layout("params", "params-only Orbax folder (config.json + params/)", params.is_layout,
+                     params.read_config, params.load, params.save),
+}
+
+
+def parse_spec(spec: str) -> tuple[Layout, str]:
+  """'<layout>:<folder>' or a bare folder (layout detected) -> (layout, folder)."""
+  name, sep, rest = spec.partition(":")
+  if sep and name in LAYOUTS:
+    return LAYOUTS[name], rest
+  folder = os.path.expanduser(spec)
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"model {spec!r}: no such folder (a model is '<layout>:<folder>' with layout one of "
+                            f"{sorted(LAYOUTS)}, or a checkpoint folder)")
+  for layout in LAYOUTS.values():
+    if layout.detect(folder):
+      return layout, folder
+  raise ValueError(f"model {spec!r}: the folder matches no checkpoint layout: "
+                   + "; ".join(f"'{n}:' = {lay.description}" for n, lay in LAYOUTS.items()))
+
+
+def read_config(spec: str, **runtime) -> LlavaConfig:
+  """The `LlavaConfig` of a model spec; runtime: dtype, param_dtype, remat, scan_layers."""
+  layout, folder = parse_spec(spec)
+  return layout.read_config(folder, **runtime)
+
+
+def load_model(spec: str, dtype: str = "float32", *, param_dtype: str | None = None,
+               mesh: jax.sharding.Mesh | None = None, scan_layers: bool = False, remat: str = "none",
+               config: LlavaConfig | None = None, **options) -> LlavaNext:
+  """A model spec -> `LlavaNext` with parameters born sharded on `mesh` (default: the first device).
+
+  dtype: compute dtype; param_dtype: storage dtype of the weights (defaults to `dtype`).
+  config: use this config instead of the folder's (its runtime fields included).
+  options: the layout's own (e.g. strict=False for "hf": skip tensors that match no parameter).
+  """
+  layout, folder = parse_spec(spec)
+  cfg = config or layout.read_config(folder, dtype=dtype, param_dtype=param_dtype or dtype,
+                                     scan_layers=scan_layers, remat=remat)
+  return layout.load(folder, cfg, mesh or sharding.single_device_mesh(), **options)
+
+
+def save_model(model: LlavaNext, folder: str, *, layout: str, dtype: str | None = None, **options) -> None:
+  """Writes `model` in `layout` (every process calls this; one writes). dtype: on-disk dtype.
+
+  options: the layout's own (e.g. max_shard_bytes for "hf").
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r}; expected one of {sorted(LAYOUTS)}")
+  LAYOUTS[layout].save(model, folder, dtype=dtype, **options)
