@@ -8,7 +8,7 @@ Matches `transformers.LlavaNextImageProcessor` (PIL backend) step by step:
   5. scale to [0, 1] and normalise with the tower's mean / std
 
     tiles, size = preprocess(pil_image, proc)          # tiles: [n, 3, tile, tile] float32, size: (H, W)
-    pixel_values, image_sizes = stack_batch([...])      # [b, n_max, 3, tile, tile], [b, 2]
+    pixel_values, image_sizes = stack_batch([...])      # [b, n_max, 3, tile, tile], [b, 2]; None = empty slot
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -91,15 +92,31 @@ def preprocess(image: Image.Image, proc: ImageProcessorConfig) -> tuple[np.ndarr
   return _normalise(np.concatenate([base, grid], axis=0), proc), (h, w)
 
 
-def stack_batch(items: list[tuple[np.ndarray, tuple[int, int]]], num_tiles: int | None = None):
-  """Pads each image's tiles with zeros to `num_tiles` (default: the batch max) and stacks them.
+def stack_batch(items: Sequence[tuple[np.ndarray, tuple[int, int]] | None], num_tiles: int | None = None,
+                tile: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """The one way image slots become model inputs: each item's tiles zero-padded to `num_tiles`, stacked.
 
-  Returns pixel_values [b, n, 3, tile, tile] float32 and image_sizes [b, 2] int32.
+  items: `preprocess` outputs, or None for an empty slot (zeros, size (0, 0): the model gives it no image
+    tokens, so a batch row may own a fixed number of slots and use fewer).
+  num_tiles: tiles per slot (default: the most any item has); tile: the tile side (needed only when every
+    item is None).
+  Returns pixel_values [b, n, 3, tile, tile] float32 and image_sizes [b, 2] int32. E.g. a 336-px tower, one
+  image on a 2x2 grid (5 tiles) and one empty slot, num_tiles=5: pixel_values [2, 5, 3, 336, 336] (the second
+  slot all zeros), image_sizes [[H, W], [0, 0]].
   """
-  n = num_tiles or max(len(tiles) for tiles, _ in items)
-  out = np.zeros((len(items), n) + items[0][0].shape[1:], np.float32)
-  for i, (tiles, _) in enumerate(items):
+  present = [x for x in items if x is not None]
+  n = num_tiles or max((len(t) for t, _ in present), default=1)
+  side = present[0][0].shape[-1] if present else tile
+  if side is None:
+    raise ValueError("stack_batch: every slot is empty; pass tile= to size them")
+  pixel_values = np.zeros((len(items), n, 3, side, side), np.float32)
+  sizes = np.zeros((len(items), 2), np.int32)
+  for i, item in enumerate(items):
+    if item is None:
+      continue
+    tiles, size = item
     if len(tiles) > n:
       raise ValueError(f"image {i} has {len(tiles)} tiles, more than num_tiles={n}")
-    out[i, :len(tiles)] = tiles
-  return out, np.asarray([size for _, size in items], np.int32)
+    pixel_values[i, :len(tiles)] = tiles
+    sizes[i] = size
+  return pixel_values, sizes
