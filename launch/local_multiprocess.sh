@@ -15,7 +15,7 @@ PY=${PY:-.venv/bin/python}
 pids=()
 for ((i = 0; i < N; i++)); do
   XLA_FLAGS="--xla_force_host_platform_device_count=$K" JAX_PLATFORMS=cpu \
-    "$PY" -m insightv_jax.main --workdir="$WORKDIR" --config.distributed.coordinator_address="127.0.0.1:$PORT" \
+    "$PY" -m pipelines.cli.train --workdir="$WORKDIR" --config.distributed.coordinator_address="127.0.0.1:$PORT" \
     --config.distributed.num_processes="$N" --config.distributed.process_id="$i" "$@" \
     > "$WORKDIR.process$i.log" 2>&1 &
   pids+=($!)

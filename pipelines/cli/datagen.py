@@ -1,23 +1,17 @@
-"""`insightv-datagen`: progressive synthesis -> assessment -> assembly (data_gen/pipeline.py, configs/datagen.py)."""
+"""`insightv-datagen`: progressive synthesis -> assessment -> assembly (data_gen/pipeline.py, configs/datagen.py).
 
-from absl import app, flags
-from ml_collections import config_flags
+    insightv-datagen --config=configs/datagen.py --workdir=/data/gen --config.backend.kind=openai ...
+"""
 
 from data_gen.pipeline import run as run_datagen
+from pipelines.cli._app import define_job_flags, run_job
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "configs/datagen.py", lock_config=True)
-flags.DEFINE_string("workdir", None, "Run folder (journal, datasets, report); reuse it to resume.")
-
-
-def main(argv):
-  del argv
-  run_datagen(FLAGS.config, FLAGS.workdir)
+define_job_flags("Data-generation config (configs/datagen.py).", "Run folder (journal, datasets, report); reuse it "
+                 "to resume.")
 
 
 def run():
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  run_job(run_datagen)
 
 
 if __name__ == "__main__":

@@ -4,26 +4,15 @@
         --config.summary_model=params:/runs/s/export --config.tokenizer=/tok --config.benchmarks=/bench/mmstar.jsonl
 """
 
-from __future__ import annotations
-
-from absl import app, flags
-from ml_collections import config_flags
-
 from insightv_jax.eval.runner import run_eval
+from pipelines.cli._app import define_job_flags, run_job
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Eval config file (configs/eval.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Output folder: per-system results (resumable) and report.md/json.")
-
-
-def main(argv):
-  del argv
-  run_eval(FLAGS.config, FLAGS.workdir)
+define_job_flags("Eval config file (configs/eval.py).", "Output folder: per-system results (resumable) and "
+                 "report.md/json.")
 
 
 def run():
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  run_job(run_eval)
 
 
 if __name__ == "__main__":
