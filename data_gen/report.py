@@ -8,30 +8,33 @@ import collections
 import html
 import os
 
-from PIL import Image, ImageDraw
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from insightv_jax.data import prompts
 
 
-def histogram_png(values, path: str, bins: int = 10, size=(480, 240), title: str = "reasoning scores"):
-  """A bar chart of `values` in [0, 100] drawn with Pillow (no plotting library needed)."""
-  counts = [0] * bins
-  for v in values:
-    counts[min(bins - 1, int(v / (100 / bins)))] += 1
-  w, h = size
-  img = Image.new("RGB", size, "white")
-  d = ImageDraw.Draw(img)
-  top = max(counts) or 1
-  margin, bar_w = 30, (w - 60) / bins
-  for i, c in enumerate(counts):
-    x0 = margin + i * bar_w
-    y0 = h - margin - (h - 2 * margin) * c / top
-    d.rectangle((x0 + 2, y0, x0 + bar_w - 2, h - margin), fill=(40, 90, 200))
-    d.text((x0 + 4, h - margin + 4), f"{int(i * 100 / bins)}", fill="black")
-    if c:
-      d.text((x0 + 4, y0 - 12), str(c), fill="black")
-  d.text((margin, 6), f"{title} (n={len(values)})", fill="black")
-  img.save(path)
+def histogram_png(values, path: str, bins: int = 10, size=(640, 360), title: str = "reasoning scores"):
+  """A histogram of `values` (scores in [0, 100], e.g. reasoning-level scores of correct paths) in `bins`
+  equal bins, the count above each bar. `size` is in pixels; drawn on an Agg canvas (no display, no pyplot)."""
+  values = np.clip(np.asarray(values, dtype=float), 0, 100)
+  fig = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100, layout="constrained")
+  FigureCanvasAgg(fig)
+  ax = fig.subplots()
+  edges = np.linspace(0, 100, bins + 1)
+  counts, _, bars = ax.hist(values, bins=edges, color="C0", edgecolor="white")
+  ax.bar_label(bars, labels=[str(int(c)) if c else "" for c in counts], padding=2, fontsize="small")
+  ax.set_title(f"{title} (n={len(values)})")
+  ax.set_xlabel("score (0-100, higher = more correct and detailed steps)")
+  ax.set_ylabel("paths (correct final answer)")
+  ax.set_xlim(0, 100)
+  ax.set_xticks(edges if bins <= 20 else np.linspace(0, 100, 11))
+  ax.set_ylim(0, max(counts.max(initial=0) * 1.12, 1))
+  ax.yaxis.get_major_locator().set_params(integer=True)
+  ax.grid(True, axis="y", alpha=0.3)
+  ax.set_axisbelow(True)
+  fig.savefig(path)
 
 
 def write(out_dir: str, *, questions, paths, drops, datasets, band, image_root, examples: int = 6) -> dict:

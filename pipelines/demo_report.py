@@ -6,57 +6,78 @@ import json
 import os
 import textwrap
 
-from PIL import Image, ImageDraw
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
-COLOURS = [(40, 90, 200), (220, 60, 40), (40, 160, 70), (150, 60, 170), (230, 150, 20), (20, 160, 170),
-           (120, 120, 120)]
+DPI = 100  # `size` arguments are in pixels at this resolution
+
+
+def _figure(size) -> Figure:
+  """A figure drawn by the Agg canvas: no display, no pyplot state (nothing global to close or leak)."""
+  fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+  FigureCanvasAgg(fig)
+  return fig
 
 
 def _read_curve(path):
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [(r["step"], r["loss"]) for r in map(json.loads, f)]
+    return [(r["step"], r["loss"]) for r in map(json.loads, f) if "loss" in r]
 
 
-def curves_png(curves: dict[str, list], path: str, size=(640, 360)):
-  w, h = size
-  img = Image.new("RGB", size, "white")
-  d = ImageDraw.Draw(img)
-  m = 40
-  pts = [p for c in curves.values() for p in c]
-  if not pts:
-    img.save(path)
-    return
-  max_step = max(s for s, _ in pts) or 1
-  lo, hi = min(v for _, v in pts), max(v for _, v in pts)
-  hi = hi if hi > lo else lo + 1
-  d.rectangle((m, m, w - m, h - m), outline="black")
-  for i, (name, c) in enumerate(curves.items()):
-    col = COLOURS[i % len(COLOURS)]
-    xy = [(m + (w - 2 * m) * s / max_step, h - m - (h - 2 * m) * (v - lo) / (hi - lo)) for s, v in c]
-    if len(xy) > 1:
-      d.line(xy, fill=col, width=2)
-    d.text((w - m - 150, m + 4 + 12 * i), name, fill=col)
-  d.text((m, 8), f"training loss (y: {lo:.2f} .. {hi:.2f}; x: steps, up to {max_step})", fill="black")
-  img.save(path)
+def curves_png(curves: dict[str, list], path: str, size=(800, 450)):
+  """Training loss against optimizer step, one line per run ({name: [(step, loss), ...]}).
+
+  The loss axis is logarithmic when the losses span more than a factor of 10 (SFT losses fall from ~2 to ~0.01,
+  which a linear axis flattens into the floor).
+  """
+  fig = _figure(size)
+  ax = fig.subplots()
+  ax.set_title("Training loss")
+  ax.set_xlabel("training step (optimizer updates)")
+  ax.set_ylabel("loss (nats; SFT: per token, DPO: per pair)")
+  losses = [v for c in curves.values() for _, v in c]
+  for name, c in curves.items():
+    if c:
+      steps, vals = zip(*c)
+      ax.plot(steps, vals, label=name, linewidth=1.8, marker="o" if len(c) <= 25 else None, markersize=3)
+  if losses:
+    if min(losses) > 0 and max(losses) / min(losses) > 10:
+      ax.set_yscale("log")
+    ax.set_xlim(left=0)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(title="run", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: never on a curve
+  else:
+    ax.text(0.5, 0.5, "no training metrics found", ha="center", va="center", transform=ax.transAxes)
+  fig.savefig(path)
 
 
-def bars_png(values: dict[str, float], path: str, size=(640, 300)):
-  w, h = size
-  img = Image.new("RGB", size, "white")
-  d = ImageDraw.Draw(img)
-  m, n = 30, max(len(values), 1)
-  bw = (w - 2 * m) / n
-  for i, (name, v) in enumerate(values.items()):
-    x0 = m + i * bw + 6
-    y0 = h - 60 - (h - 100) * v
-    d.rectangle((x0, y0, x0 + bw - 12, h - 60), fill=COLOURS[i % len(COLOURS)])
-    d.text((x0, y0 - 14), f"{v:.1%}", fill="black")
-    for k, line in enumerate(textwrap.wrap(name, max(int((bw - 8) // 6), 8))[:4]):  # ~6 px per character
-      d.text((x0, h - 56 + 12 * k), line, fill="black")
-  d.text((m, 6), "accuracy on held-out questions", fill="black")
-  img.save(path)
+def bars_png(values: dict[str, float], path: str, size=(800, None)):
+  """Accuracy per system ({name: fraction correct in [0, 1]}) as horizontal bars, names wrapped on the left,
+  the value at the end of each bar. The height grows with the number of systems when size[1] is None."""
+  names = ["\n".join(textwrap.wrap(n, 30)) or n for n in values]
+  height = size[1] or 110 + 50 * max(len(values), 1) + 12 * sum(n.count("\n") for n in names)
+  fig = _figure((size[0], height))
+  ax = fig.subplots()
+  ax.set_title("Accuracy on held-out questions")
+  ax.set_xlabel("accuracy (% of held-out questions answered correctly)")
+  if values:
+    colours = [f"C{i % 10}" for i in range(len(values))]
+    bars = ax.barh(range(len(values)), [100 * v for v in values.values()], color=colours, height=0.7)
+    ax.bar_label(bars, labels=[f"{v:.1%}" for v in values.values()], padding=3)
+    ax.set_yticks(range(len(values)), names)
+    ax.invert_yaxis()  # first system on top, in the order of the report's table
+  else:
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, "no systems evaluated", ha="center", va="center", transform=ax.transAxes)
+  ax.set_xlim(0, 113)  # room for a "100.0%" label
+  ax.set_xticks(range(0, 101, 20))
+  ax.xaxis.set_major_formatter(PercentFormatter(100))
+  ax.grid(True, axis="x", alpha=0.3)
+  ax.set_axisbelow(True)
+  fig.savefig(path)
 
 
 def write_report(wd: str, *, task: str, accuracy: dict[str, float], timings: dict[str, float], dpo_rounds,
