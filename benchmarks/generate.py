@@ -39,7 +39,7 @@ def side_jax(ckpt):
   import jax
 
   from insightv_jax.hf import load_llava_next
-  from insightv_jax.infer.sampler import generate
+  from insightv_jax.infer import generate
   model = load_llava_next(ckpt)
   ids, mask = prompts()
   run = lambda: generate(model, ids, attention_mask=mask, max_new_tokens=NEW)

@@ -101,7 +101,7 @@ class ScriptedBackend:
 # --------------------------------------------------------------------------------------------- local
 
 class LocalBackend:
-  """Our model through `insightv_jax.infer.agents.Agent` (chat template, AnyRes, batched sampler)."""
+  """Our model through `insightv_jax.infer.Agent` (chat template, AnyRes, batched sampler)."""
 
   name = "local"
 

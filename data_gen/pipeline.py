@@ -73,7 +73,7 @@ def make_backend(cfg, world, cache_dir: str):
   if kind == "local":
     from insightv_jax.checkpoints import load_model
     from insightv_jax.data.tokenizer import load_tokenizer
-    from insightv_jax.infer.agents import Agent, GenerationConfig
+    from insightv_jax.infer import Agent, GenerationConfig
     model = load_model(cfg.backend.model, dtype=cfg.backend.dtype)
     agent = Agent(model, load_tokenizer(cfg.backend.tokenizer), cfg.backend.template,
                   GenerationConfig(batch_size=cfg.backend.batch_size))

@@ -20,11 +20,11 @@ import time
 from absl import logging
 
 from data_gen import pipeline
+from insightv_jax import infer
 from insightv_jax.checkpoints import load_model
 from insightv_jax.data import prompts, records
 from insightv_jax.data.tokenizer import load_tokenizer, train_bpe
 from insightv_jax.eval import readers, runner
-from insightv_jax.infer import agents
 from insightv_jax.train.loop import train
 from insightv_jax.utils.files import is_done, mark_done
 from pipelines.demo_report import write_report
@@ -126,21 +126,21 @@ def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
   questions = readers.read_benchmark(os.path.join(data_dir, "test.jsonl"))
   load = lambda name: load_model("params:" + os.path.join(wd, name, "export"))
   template = cfg.reasoning.data.template
-  gen = lambda n: agents.GenerationConfig(max_new_tokens=n, batch_size=cfg.eval_batch_size)
-  summary = agents.Agent(load("summary"), tokenizer, template, gen(cfg.answer_max_new_tokens))
-  reasoner = agents.Agent(load("reasoning"), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
-  direct = agents.Agent(load("direct"), tokenizer, template, gen(cfg.answer_max_new_tokens))
-  cot = agents.Agent(load("cot"), tokenizer, template, gen(cfg.reasoning_max_new_tokens + 10),
-                     stop_tokens=(prompts.OUTPUT_CLOSE,))
+  gen = lambda n: infer.GenerationConfig(max_new_tokens=n, batch_size=cfg.eval_batch_size)
+  summary = infer.Agent(load("summary"), tokenizer, template, gen(cfg.answer_max_new_tokens))
+  reasoner = infer.Agent(load("reasoning"), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
+  direct = infer.Agent(load("direct"), tokenizer, template, gen(cfg.answer_max_new_tokens))
+  cot = infer.Agent(load("cot"), tokenizer, template, gen(cfg.reasoning_max_new_tokens + 10),
+                    stop_tokens=(prompts.OUTPUT_CLOSE,))
   systems = {
-      "direct answer (baseline)": lambda ex: agents.direct(direct, ex),
-      "chain-of-thought, one model (baseline)": lambda ex: agents.chain_of_thought(cot, ex),
-      "summary agent alone (no chain)": lambda ex: agents.two_agent(_Silent(), summary, ex),
-      "two agents (SFT)": lambda ex: agents.two_agent(reasoner, summary, ex),
+      "direct answer (baseline)": lambda ex: infer.direct(direct, ex),
+      "chain-of-thought, one model (baseline)": lambda ex: infer.chain_of_thought(cot, ex),
+      "summary agent alone (no chain)": lambda ex: infer.two_agent(_Silent(), summary, ex),
+      "two agents (SFT)": lambda ex: infer.two_agent(reasoner, summary, ex),
   }
   for r in dpo_rounds:
-    dpo_agent = agents.Agent(load_model(r["model"]), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
-    systems[f"two agents + DPO round {r['round']}"] = lambda ex, a=dpo_agent: agents.two_agent(a, summary, ex)
+    dpo_agent = infer.Agent(load_model(r["model"]), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
+    systems[f"two agents + DPO round {r['round']}"] = lambda ex, a=dpo_agent: infer.two_agent(a, summary, ex)
   out_dir = os.path.join(wd, "eval")
   results = {}
   for name, fn in systems.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +12,22 @@ import torch
 from hf_reference import IMAGE_TOKEN, build_hf_model, random_image, tiny_hf_config
 from test_model_parity import make_batch
 
-from insightv_jax import sharding
+from insightv_jax import infer, sharding
 from insightv_jax.hf import load_llava_next
-from insightv_jax.infer.sampler import generate, truncate_at_stop_strings
+from insightv_jax.infer import generate, truncate_at_stop_strings
+
+
+def test_generate_is_the_documented_package_api():
+  """DESIGN.md: `insightv_jax.infer.generate(model, input_ids, pixel_values, image_sizes, attention_mask, *,
+  max_new_tokens, ...)`; the package exports the sampler and the agents."""
+  params = inspect.signature(infer.generate).parameters
+  positional = [n for n, p in params.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+  assert positional == ["model", "input_ids", "pixel_values", "image_sizes", "attention_mask"]
+  assert params["max_new_tokens"].kind is inspect.Parameter.KEYWORD_ONLY
+  assert params["max_new_tokens"].default is inspect.Parameter.empty
+  assert set(infer.__all__) == {"generate", "truncate_at_stop_strings", "bucket_length", "Agent", "GenerationConfig",
+                                "Example", "reason", "two_agent", "direct", "chain_of_thought"}
+  assert all(callable(getattr(infer, name)) for name in infer.__all__)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
     results = evaluate("two_agent", system_fn, questions, out_dir, image_root=root, batch_size=16)
     write_report(out_dir, {"two_agent": results, "direct": ...})   # report.md + report.json
 
-A system is `fn(list[Example]) -> list[dict(reply, chain, judgement)]`. Results are appended to
+A system is `fn(list[infer.Example]) -> list[dict(reply, chain, judgement)]`. Results are appended to
 out_dir/<system>.jsonl after every batch; a rerun skips the ids already there, so an interrupted run
 loses at most one batch of work and never recomputes finished examples.
 """
@@ -17,23 +17,22 @@ from typing import Callable, Sequence
 
 from absl import logging
 
+from insightv_jax import infer
 from insightv_jax.checkpoints import load_model
 from insightv_jax.data import prompts, records
 from insightv_jax.data.images import decode
 from insightv_jax.data.tokenizer import load_tokenizer
 from insightv_jax.eval import readers
-from insightv_jax.infer import agents
-from insightv_jax.infer.agents import Example
 from insightv_jax.scoring import extract
 from insightv_jax.utils.files import append_jsonl, atomic_write, read_jsonl_log, write_json
 
 
-def to_example(q: records.Question, image_root: str | None) -> Example:
+def to_example(q: records.Question, image_root: str | None) -> infer.Example:
   image = decode(q.images[0].read(image_root), q.id) if q.images else None
-  return Example(q.id, prompts.format_question(q.question, q.choices), image)
+  return infer.Example(q.id, prompts.format_question(q.question, q.choices), image)
 
 
-def evaluate(system: str, fn: Callable[[list[Example]], list[dict]], questions: Sequence[records.Question],
+def evaluate(system: str, fn: Callable[[list[infer.Example]], list[dict]], questions: Sequence[records.Question],
              out_dir: str, *, image_root: str | None = None, batch_size: int = 16) -> list[dict]:
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"{system}.jsonl")
@@ -120,7 +119,7 @@ def run_eval(config, workdir: str) -> dict:
       cache[spec] = load_model(spec, dtype=config.dtype)
     return cache[spec]
 
-  gen = lambda n: agents.GenerationConfig(max_new_tokens=n, batch_size=config.batch_size)
+  gen = lambda n: infer.GenerationConfig(max_new_tokens=n, batch_size=config.batch_size)
   summary_spec = config.summary_model or config.reasoning_model
   baseline_spec = config.baseline_model or summary_spec
   questions = []
@@ -130,17 +129,17 @@ def run_eval(config, workdir: str) -> dict:
   results = {}
   for system in systems:
     if system == "two_agent":
-      r = agents.Agent(model(config.reasoning_model), tok, config.template, gen(config.reasoning_max_new_tokens))
-      s = agents.Agent(model(summary_spec), tok, config.template, gen(config.answer_max_new_tokens))
-      fn = lambda ex, r=r, s=s: agents.two_agent(r, s, ex)
+      r = infer.Agent(model(config.reasoning_model), tok, config.template, gen(config.reasoning_max_new_tokens))
+      s = infer.Agent(model(summary_spec), tok, config.template, gen(config.answer_max_new_tokens))
+      fn = lambda ex, r=r, s=s: infer.two_agent(r, s, ex)
     elif system == "direct":
-      a = agents.Agent(model(baseline_spec), tok, config.template, gen(config.answer_max_new_tokens))
-      fn = lambda ex, a=a: agents.direct(a, ex)
+      a = infer.Agent(model(baseline_spec), tok, config.template, gen(config.answer_max_new_tokens))
+      fn = lambda ex, a=a: infer.direct(a, ex)
     else:
-      a = agents.Agent(model(baseline_spec), tok, config.template, gen(config.cot_max_new_tokens))
-      fn = lambda ex, a=a: agents.chain_of_thought(a, ex)
+      a = infer.Agent(model(baseline_spec), tok, config.template, gen(config.cot_max_new_tokens))
+      fn = lambda ex, a=a: infer.chain_of_thought(a, ex)
     results[system] = evaluate(system, fn, questions, workdir, image_root=config.image_root or None,
-                                      batch_size=config.batch_size)
+                               batch_size=config.batch_size)
   summary = write_report(workdir, results)
   for name, s in summary.items():
     logging.info("%s: %.1f%% over %d", name, 100 * s["overall"], s["n"])

@@ -1,0 +1,21 @@
+"""Inference: the batched KV-cache sampler and the Insight-V agents built on it.
+
+    from insightv_jax import infer
+
+    tokens = infer.generate(model, input_ids, pixel_values, image_sizes, attention_mask, max_new_tokens=128,
+                            temperature=0.7, top_p=0.95, eos_ids=(eot_id,), seed=0)   # [b, max_new_tokens]
+
+    reasoner = infer.Agent(model_r, tokenizer, "llama3", infer.GenerationConfig(max_new_tokens=512))
+    summarizer = infer.Agent(model_s, tokenizer, "llama3", infer.GenerationConfig(max_new_tokens=32))
+    examples = [infer.Example("q1", "Which bar is tallest?\nA. red\nB. blue", pil_image)]
+    outputs = infer.two_agent(reasoner, summarizer, examples)   # [{"chain", "reply", "judgement"}, ...]
+
+`sampler` holds the token-level loop (`generate`, `truncate_at_stop_strings`, `bucket_length`); `agents` the
+chat-level API (`Agent`, `reason`, `two_agent` and the `direct` / `chain_of_thought` baselines).
+"""
+
+from insightv_jax.infer.agents import Agent, Example, GenerationConfig, chain_of_thought, direct, reason, two_agent
+from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
+
+__all__ = ["Agent", "Example", "GenerationConfig", "bucket_length", "chain_of_thought", "direct", "generate", "reason",
+           "truncate_at_stop_strings", "two_agent"]

@@ -11,6 +11,7 @@ Either agent may be the same model. An `Example` is (id, question text with its 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Sequence
 
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from insightv_jax.data import prompts, templates
-from insightv_jax.data.images import ImageProcessorConfig, preprocess
+from insightv_jax.data.images import ImageProcessorConfig, preprocess, stack_batch
 from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
 from insightv_jax.model import anyres
 
@@ -65,8 +66,7 @@ class Agent:
 
   def with_generation(self, **changes) -> Agent:
     """The same agent with other generation settings (shares the model and tokenizer)."""
-    other = object.__new__(Agent)
-    other.__dict__.update(self.__dict__)
+    other = copy.copy(self)
     other.gen = dataclasses.replace(self.gen, **changes)
     return other
 
@@ -85,17 +85,16 @@ class Agent:
     return out
 
   def _batch(self, convs, images, seeds: Sequence[int]) -> list[str]:
-    encoded, tiles, sizes = [], [], []
+    """One generate call: prompts left-padded to a length bucket, the batch padded to gen.batch_size rows."""
+    encoded, slots = [], []  # slots: `preprocess` outputs, None = no image (stack_batch's empty slot)
     for conv, image in zip(convs, images):
       counts = []
       if image is not None:
-        t, (h, w) = preprocess(image, self.proc)
-        tiles.append(t)
-        sizes.append((h, w))
+        tiles, (h, w) = preprocess(image, self.proc)
+        slots.append((tiles, (h, w)))
         counts.append(int(anyres.num_image_tokens(h, w, *self.geometry)))
       else:
-        tiles.append(None)
-        sizes.append((0, 0))
+        slots.append(None)
         conv = [dict(m, content=m["content"].replace(templates.IMAGE_PLACEHOLDER + "\n", "")) for m in conv]
       ids, _ = templates.encode_chat(self.tokenizer, self.template, conv,
                                      image_token_id=self.model.cfg.image_token_index, image_token_counts=counts,
@@ -109,12 +108,7 @@ class Agent:
       ids[r, t - len(x):] = x
       mask[r, t - len(x):] = 1
     mask[len(encoded):, -1] = 1  # filler rows: one token so no row is empty
-    pv = np.zeros((n, self.num_tiles, 3, self.proc.tile, self.proc.tile), np.float32)
-    sz = np.zeros((n, 2), np.int32)
-    for r, (tl, s) in enumerate(zip(tiles, sizes)):
-      if tl is not None:
-        pv[r, :len(tl)] = tl
-        sz[r] = s
+    pv, sz = stack_batch(slots + [None] * (n - len(slots)), num_tiles=self.num_tiles, tile=self.proc.tile)
     g = self.gen
     toks = np.asarray(generate(self.model, ids, jnp.asarray(pv), jnp.asarray(sz), mask,
                                max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
@@ -141,6 +135,7 @@ def _chain_of(reply: str) -> str:
 
 
 def two_agent(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -> list[dict]:
+  """Insight-V: the reasoner writes a chain, the summarizer judges it and answers (`judgement`: its verdict)."""
   chains = reason(reasoner, examples)
   replies = summarizer.complete([prompts.summary_messages(e.question, c) for e, c in zip(examples, chains)],
                                 [e.image for e in examples])
@@ -148,10 +143,12 @@ def two_agent(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -
 
 
 def direct(agent: Agent, examples: Sequence[Example]) -> list[dict]:
+  """Baseline: one model answers each question directly (no chain)."""
   replies = agent.complete([prompts.direct_messages(e.question) for e in examples], [e.image for e in examples])
   return [{"chain": "", "reply": r, "judgement": None} for r in replies]
 
 
 def chain_of_thought(agent: Agent, examples: Sequence[Example]) -> list[dict]:
+  """Baseline: one model writes its chain and its answer in one reply (`chain`: the text inside <thoughts>)."""
   replies = agent.complete([prompts.cot_messages(e.question) for e in examples], [e.image for e in examples])
   return [{"chain": _chain_of(r), "reply": r, "judgement": None} for r in replies]

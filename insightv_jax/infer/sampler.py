@@ -10,7 +10,8 @@ stops, its outputs are `pad_id`. The loop ends when every row has stopped or aft
 Greedy when temperature == 0; otherwise temperature, then top-k (0 = off), then top-p (1.0 = off) sampling.
 `seed` is one int (rows get distinct streams) or one per row: a row's sample depends only on its own seed
 and prompt, never on its batch mates, so data generation is reproducible under any batching.
-Stop strings are applied to decoded text by `truncate_at_stop_strings`.
+Stop strings are applied to decoded text by `truncate_at_stop_strings`. The decode loop's carry is a
+`DecodeState` (step, logits, cache, tokens, done, positions).
 
 One compiled program per (batch, prompt length, max_new_tokens, sampling mode) shape: callers bucket
 prompt lengths (`bucket_length`) to keep the number of compilations small.
@@ -19,7 +20,7 @@ prompt lengths (`bucket_length`) to keep the number of compilations small.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +32,32 @@ from insightv_jax.model.llm import segment_positions
 
 
 def bucket_length(n: int, multiple: int = 64) -> int:
+  """n rounded up to a multiple of `multiple` (at least one multiple): 1 -> 64, 64 -> 64, 65 -> 128."""
   return max(multiple, -(-n // multiple) * multiple)
 
 
+class DecodeState(NamedTuple):
+  """The decode loop's carry (b batch, v vocab). Step i samples from `logits`, writes `tokens[:, i]` and feeds
+  that token back through the model at cache slot t + i (t: the padded prompt length).
+
+  step:      [] int32, the index of the next token to write (0 after the prefill).
+  logits:    [b, v] the model's logits for the next token of each row.
+  cache:     the model's KV cache (`language_model.init_cache(b, t + max_new_tokens)`), filled up to t + step.
+  tokens:    [b, max_new_tokens] int32, the output so far; pad_id where not written yet or after a row stopped.
+  done:      [b] bool, the row has emitted one of its eos ids.
+  positions: [b] int32, each row's position for its next token (left padding is not counted).
+  """
+
+  step: jax.Array
+  logits: jax.Array
+  cache: Any
+  tokens: jax.Array
+  done: jax.Array
+  positions: jax.Array
+
+
 def _filter_logits(logits, temperature: float, top_k: int, top_p: float):
+  """[b, v] logits -> fp32 logits / temperature with tokens outside top-k, then outside top-p, set to -inf."""
   logits = logits.astype(jnp.float32) / temperature
   if top_k:
     kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
@@ -60,7 +83,7 @@ def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_
   h, cache = model.hidden_states(input_ids, pixel_values, image_sizes, segment_ids=seg,
                                  positions=segment_positions(seg), cache=cache, cache_index=0)
   logits = model.logits(h[:, -1:])[:, 0]
-  next_pos = seg.sum(-1)  # each row's own next position
+  positions = seg.sum(-1)  # each row's own next position
 
   def pick(logits, i):
     if temperature == 0.0:
@@ -69,25 +92,23 @@ def _generate(graphdef, params, input_ids, pixel_values, image_sizes, attention_
     draw = lambda s, row: jax.random.categorical(jax.random.fold_in(jax.random.key(s), i), row)
     return jax.vmap(draw)(seeds, filtered).astype(jnp.int32)  # each row its own stream
 
-  out = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
-  done = jnp.zeros((b,), bool)
+  def cond(state: DecodeState):
+    return (state.step < max_new_tokens) & ~jnp.all(state.done)
 
-  def cond(carry):
-    i, _, _, _, done, _ = carry
-    return (i < max_new_tokens) & ~jnp.all(done)
+  def body(state: DecodeState) -> DecodeState:
+    i = state.step
+    tok = jnp.where(state.done, pad_id, pick(state.logits, i))
+    tokens = state.tokens.at[:, i].set(tok)
+    done = state.done | jnp.any(tok[:, None] == eos, axis=-1)
+    h, cache = model.hidden_states(tok[:, None], segment_ids=jnp.ones((b, 1), jnp.int32),
+                                   positions=state.positions[:, None], cache=state.cache, cache_index=t + i)
+    return DecodeState(step=i + 1, logits=model.logits(h)[:, 0], cache=cache, tokens=tokens, done=done,
+                       positions=state.positions + 1)
 
-  def body(carry):
-    i, logits, cache, out, done, pos = carry
-    tok = pick(logits, i)
-    tok = jnp.where(done, pad_id, tok)
-    out = out.at[:, i].set(tok)
-    done = done | jnp.any(tok[:, None] == eos, axis=-1)
-    h, cache = model.hidden_states(tok[:, None], segment_ids=jnp.ones((b, 1), jnp.int32), positions=pos[:, None],
-                                   cache=cache, cache_index=t + i)
-    return i + 1, model.logits(h)[:, 0], cache, out, done, pos + 1
-
-  _, _, _, out, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), logits, cache, out, done, next_pos))
-  return out
+  start = DecodeState(step=jnp.int32(0), logits=logits, cache=cache,
+                      tokens=jnp.full((b, max_new_tokens), pad_id, jnp.int32), done=jnp.zeros((b,), bool),
+                      positions=positions)
+  return jax.lax.while_loop(cond, body, start).tokens
 
 
 def generate(model: LlavaNext, input_ids, pixel_values=None, image_sizes=None, attention_mask=None, *,
