@@ -27,26 +27,25 @@ from jax.sharding import PartitionSpec as P
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical name -> mesh axis (or axes). The single source of truth for how the model is laid out.
+# Every name here is used by a parameter or an activation constraint, and every name used is here
+# (tests/test_sharding.py checks both ways).
 RULES: dict[str, str | tuple[str, ...] | None] = {
     # activations
     "batch": ("data", "fsdp"),
     "seq": None,
     "act_embed": None,
-    "act_heads": "tensor",
     "act_mlp": "tensor",
-    "act_vocab": "tensor",
     # parameters
     "embed": "fsdp",  # the model width d of the decoder
     "vision_embed": "fsdp",  # the vision tower width
     "mlp": "tensor",  # MLP hidden width
     "heads": "tensor",  # query heads
     "kv_heads": "tensor",  # key/value heads
-    "head_dim": None,
     "vocab": "tensor",
     "norm": None,  # LayerNorm / RMSNorm scales
     "patch": None,  # conv patch dims (kh, kw, c)
-    "positions": None,
-    "layers": None,
+    "positions": None,  # the vision tower's position embedding table
+    "layers": None,  # the stacking axis of scanned layers (added by `param_spec`)
 }
 
 
@@ -143,11 +142,6 @@ def use_mesh(mesh: Mesh):
   """Puts `mesh` in scope for tracing (activation constraints resolve against it)."""
   with jax.set_mesh(mesh):
     yield mesh
-
-
-def shard_state(state: nnx.State, mesh: Mesh) -> nnx.State:
-  """Places every array of `state` according to its logical axes."""
-  return jax.device_put(state, state_shardings(state, mesh))
 
 
 def pure_dict_shardings(state: nnx.State, mesh: Mesh) -> dict:
