@@ -5,6 +5,7 @@
   OpenAIBackend    any OpenAI-compatible chat-completions server (vLLM, SGLang, a hosted API): images as
                    data URLs, bounded concurrency, retries with exponential backoff on 429 / 5xx / timeouts,
                    the API key read from an environment variable (never logged), an on-disk response cache
+                   (the HTTP client itself is `insightv_jax.utils.openai_client.OpenAIClient`)
 
 A `ChatRequest` carries the conversation, the image (encoded bytes), sampling parameters and a `seed`
 that is a pure function of what is asked (question, path, step, attempt), so every backend that honours
@@ -17,18 +18,11 @@ import base64
 import concurrent.futures
 import dataclasses
 import hashlib
-import http.client
 import json
-import os
 import random
-import time
-import urllib.error
-import urllib.request
 from typing import Any, Protocol, Sequence
 
-from absl import logging
-
-from insightv_jax.utils.files import write_json
+from insightv_jax.utils import openai_client
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,26 +128,28 @@ class LocalBackend:
 # -------------------------------------------------------------------------------------------- openai
 
 class OpenAIBackend:
-  """POST {base_url}/chat/completions with bounded concurrency, retries and an on-disk cache."""
+  """ChatRequests over `insightv_jax.utils.openai_client.OpenAIClient` (the HTTP, retries, backoff and on-disk cache
+  live there): images become data URLs, requests run `concurrency` at a time, and each reply is cached under
+  the request's own `cache_key()` (so caches written before the client moved stay valid)."""
 
   name = "openai"
-  RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
+  RETRY_STATUS = openai_client.RETRY_STATUS
 
   def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", cache_dir: str | None = None,
                concurrency: int = 8, max_retries: int = 5, timeout_s: float = 60.0, backoff_s: float = 1.0,
                max_backoff_s: float = 30.0):
-    self.base_url, self.model = base_url.rstrip("/"), model
-    self._api_key = os.environ.get(api_key_env, "")
-    self.cache_dir = cache_dir
-    self.concurrency, self.max_retries, self.timeout_s = concurrency, max_retries, timeout_s
-    self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
-    self.stats = {"requests": 0, "cache_hits": 0, "retries": 0, "failures": 0, "http_errors": 0, "timeouts": 0,
-                  "bad_responses": 0}
-    if cache_dir:
-      os.makedirs(cache_dir, exist_ok=True)
+    self.client = openai_client.OpenAIClient(base_url, model, api_key_env=api_key_env, cache_dir=cache_dir,
+                                             max_retries=max_retries, timeout_s=timeout_s, backoff_s=backoff_s,
+                                             max_backoff_s=max_backoff_s)
+    self.base_url, self.model, self.cache_dir, self.concurrency = self.client.base_url, model, cache_dir, concurrency
+
+  @property
+  def stats(self) -> dict:
+    """requests, cache_hits, retries, failures, http_errors, timeouts, bad_responses (the client's counters)."""
+    return self.client.stats
 
   def __repr__(self):  # never show the key
-    return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, key={'set' if self._api_key else 'unset'})"
+    return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, key={'set' if self.client.has_key else 'unset'})"
 
   def chat(self, requests):
     with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
@@ -171,46 +167,5 @@ class OpenAIBackend:
     return {"model": self.model, "messages": messages, "temperature": req.temperature, "top_p": req.top_p,
             "max_tokens": req.max_tokens, "seed": req.seed}
 
-  def _cache_path(self, req):
-    return os.path.join(self.cache_dir, req.cache_key() + ".json") if self.cache_dir else None
-
   def _one(self, req: ChatRequest) -> str | None:
-    self.stats["requests"] += 1
-    path = self._cache_path(req)
-    if path and os.path.exists(path):
-      with open(path) as f:
-        self.stats["cache_hits"] += 1
-        return json.load(f)["reply"]
-    body = json.dumps(self._payload(req)).encode()
-    headers = {"Content-Type": "application/json"}
-    if self._api_key:
-      headers["Authorization"] = f"Bearer {self._api_key}"
-    for attempt in range(self.max_retries + 1):
-      if attempt:
-        self.stats["retries"] += 1
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        time.sleep(delay)
-      try:
-        http_req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
-        with urllib.request.urlopen(http_req, timeout=self.timeout_s) as resp:
-          data = json.loads(resp.read())
-        reply = data["choices"][0]["message"]["content"]
-        if not isinstance(reply, str):
-          raise ValueError("message content is not a string")
-      except urllib.error.HTTPError as e:
-        self.stats["http_errors"] += 1
-        if e.code in self.RETRY_STATUS:
-          continue
-        logging.warning("openai backend: HTTP %d (not retried) from %s", e.code, self.base_url)
-        break
-      except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as e:
-        self.stats["timeouts" if "timed out" in str(e) else "http_errors"] += 1
-        continue
-      except (ValueError, KeyError, IndexError, TypeError):
-        self.stats["bad_responses"] += 1
-        continue
-      if path:
-        write_json(path, {"reply": reply}, indent=None)
-      return reply
-    self.stats["failures"] += 1
-    return None
+    return self.client.complete(self._payload(req), cache_key=req.cache_key())
