@@ -2,17 +2,29 @@
 
     convert("hf:/ckpts/llama3-llava-next-8b-hf", "/ckpts/ours", to="params")
     convert("/runs/dpo/export", "/serve/llava", to="hf", dtype="bfloat16")
+    convert("llava:/ckpts/llama3-llava-next-8b", "/ckpts/ours", to="params", image_token_index=128256)
+    convert("/runs/dpo/export", "/ckpts/insight-v-reason", to="llava")     # the original LLaVA-NeXT layout
 
 Tokenizer and processor files found beside the source weights are copied across unchanged.
+
+The image token: the "hf" and "params" layouts store the model's image_token_index, and transformers looks it up
+in the embedding table, so a model whose id is past its vocabulary (an original LLaVA-NeXT checkpoint, see
+llava_original.py) is grown by mean-initialised rows first (`with_image_token`). The "llava" layout has no image
+token and is written as the model is; llava -> llava keeps the source config.json's other fields.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 
+from flax import nnx
+
 from insightv_jax.checkpoints.registry import LAYOUTS, load_model, parse_spec, save_model
+from insightv_jax.model.llava import LlavaNext, abstract_model
+from insightv_jax.model.resize import grow_vocab
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +33,44 @@ SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.jso
               "generation_config.json")
 
 
-def convert(src: str, dst: str, *, to: str, dtype: str = "float32", overwrite: bool = False) -> None:
-  """src: a model spec ('<layout>:<folder>' or a folder); dst: a new folder written in layout `to`."""
+def convert(src: str, dst: str, *, to: str, dtype: str = "float32", overwrite: bool = False, vision_config=None,
+            image_token_index: int | None = None) -> None:
+  """src: a model spec ('<layout>:<folder>' or a folder); dst: a new folder written in layout `to`.
+
+  vision_config: for an original ("llava") source whose vision tower is no preset (a dict or a config.json path).
+  image_token_index: the `<image>` id of the tokenizer that goes with dst (default: the model's own); ignored
+  when `to` is "llava".
+  """
   if to not in LAYOUTS:
     raise ValueError(f"to={to!r}; expected one of {sorted(LAYOUTS)}")
-  _, folder = parse_spec(src)
+  layout, folder = parse_spec(src)
   if os.path.exists(dst) and os.listdir(dst) and not overwrite:
     raise FileExistsError(f"output folder {dst} exists and is not empty; pass --overwrite (overwrite=True) to "
                           "replace it")
-  save_model(load_model(src, dtype=dtype), dst, layout=to, dtype=dtype)
+  model = load_model(src, dtype=dtype, vision_config=vision_config)
+  options = {}
+  if to == "llava" and layout.name == "llava":
+    with open(os.path.join(folder, "config.json")) as f:
+      options["base_config"] = json.load(f)
+  elif to != "llava":
+    model = with_image_token(model, model.cfg.image_token_index if image_token_index is None else image_token_index)
+  save_model(model, dst, layout=to, dtype=dtype, **options)
   for name in SIDE_FILES:
     if os.path.exists(os.path.join(folder, name)):
       shutil.copy(os.path.join(folder, name), os.path.join(dst, name))
   log.info("converted %s -> %s (%s)", src, dst, to)
+
+
+def with_image_token(model: LlavaNext, image_token_index: int) -> LlavaNext:
+  """`model` with `image_token_index` as its image placeholder, the vocabulary grown to hold it if needed.
+
+  Rows added past the old vocabulary are the mean of the old rows (`model.resize.grow_vocab`), as Insight-V and
+  LLaVA initialise new tokens; the other parameters are kept bit for bit.
+  """
+  if image_token_index >= model.cfg.text.vocab_size:
+    log.info("growing the vocabulary %d -> %d for the image token", model.cfg.text.vocab_size, image_token_index + 1)
+    model = grow_vocab(model, image_token_index + 1)
+  if model.cfg.image_token_index != image_token_index:
+    cfg = model.cfg.replace(image_token_index=image_token_index)
+    model = nnx.merge(nnx.split(abstract_model(cfg))[0], nnx.state(model))
+  return model

@@ -11,10 +11,14 @@ Stacked (scanned) layers have no index in our path; they expand to one HF name p
 Transforms: "T" = 2-D transpose (ours [in, out], torch [out, in]); "conv" = ours [c*p*p, d] vs torch's
 conv kernel [d, c, p, p]. Other checkpoint spellings (transformers v4 `vision_tower.vision_model.*`,
 in-memory `model.*` names) are mapped to the canonical one by `canonical_name`.
+
+A layout that spells names differently on disk (the original LLaVA-NeXT layout, `llava_original.py`) is a
+`Naming`: prefix renames between its names and these canonical ones; the llava-hf layout is `HF_NAMING`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Sequence
 
@@ -46,14 +50,44 @@ _ALIASES: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^lm_head\."), "language_model.lm_head."),
 ]
 
-# Tensors a checkpoint may hold that LLaVA-NeXT never uses (SigLIP's pooling head, rotary buffers).
-IGNORABLE = re.compile(r"^vision_tower\.head\.|\.rotary_emb\.inv_freq$")
+# Tensors a checkpoint may hold that LLaVA-NeXT never uses: SigLIP's pooling head, and buffers older transformers
+# saved with the weights (rotary inverse frequencies, CLIP's position_ids arange).
+IGNORABLE = re.compile(r"^vision_tower\.head\.|\.rotary_emb\.inv_freq$|^vision_tower\.embeddings\.position_ids$")
 
 
 def canonical_name(name: str) -> str:
   for pat, repl in _ALIASES:
     name = pat.sub(repl, name)
   return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Naming:
+  """How one checkpoint layout spells tensor names: prefix renames (on-disk prefix, canonical prefix).
+
+  The first rename whose prefix matches applies, in either direction; then `canonical_name` maps the
+  alternative llava-hf spellings. With no renames, the on-disk names are the canonical ones.
+  """
+
+  renames: tuple[tuple[str, str], ...] = ()
+
+  def to_canonical(self, disk_name: str) -> str:
+    for disk, canonical in self.renames:
+      if disk_name.startswith(disk):
+        disk_name = canonical + disk_name[len(disk):]
+        break
+    return canonical_name(disk_name)
+
+  def to_disk(self, canonical: str) -> str:
+    if not self.renames:
+      return canonical
+    for disk, prefix in self.renames:
+      if canonical.startswith(prefix):
+        return disk + canonical[len(prefix):]
+    raise KeyError(f"tensor {canonical!r} has no name in this layout (no rename matches it)")
+
+
+HF_NAMING = Naming()
 
 
 def hf_name(path: Sequence[str | int]) -> tuple[str, str | None]:
@@ -73,7 +107,8 @@ def hf_name(path: Sequence[str | int]) -> tuple[str, str | None]:
     if leaf != "kernel":
       return name, None
     return name, "conv" if prefix == ("vision_tower", "patch_embedding") else "T"
-  raise KeyError(f"parameter {'/'.join(map(str, path))} has no llava-hf name; add it to insightv_jax/hf/names.py")
+  raise KeyError(f"parameter {'/'.join(map(str, path))} has no llava-hf name; add it to "
+                 "insightv_jax/checkpoints/hf_names.py")
 
 
 def to_ours(x: np.ndarray, transform: str | None, our_shape: tuple[int, ...]) -> np.ndarray:

@@ -6,6 +6,9 @@ One entry of the layout registry (`registry.py`); users call `checkpoints.load_m
 Loading streams: every safetensors file is memory-mapped and each parameter is built with
 `jax.make_array_from_callback`, so every device (and every host) reads only its own shard of each
 tensor, straight from the map; no whole-model copy is ever made in host memory.
+
+`load_tensors` / `save_tensors` are that machinery, driven by a `hf_names.Naming`; the original LLaVA-NeXT
+layout (`llava_original.py`) calls them with its own names and writes its own config.json.
 """
 
 from __future__ import annotations
@@ -34,16 +37,22 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint's tensors do not match the model its config.json describes."""
 
 
-def is_layout(path: str) -> bool:
-  """A folder with config.json and *.safetensors whose config is a llava-hf `llava_next` one."""
+def safetensors_config(path: str) -> dict | None:
+  """The config.json dict of a folder that also holds *.safetensors; None when either is missing or invalid."""
   cfg = os.path.join(path, "config.json")
   if not os.path.exists(cfg) or not any(n.endswith(".safetensors") for n in os.listdir(path)):
-    return False
+    return None
   with open(cfg) as f:
     try:
-      return json.load(f).get("model_type") == "llava_next"
+      d = json.load(f)
     except json.JSONDecodeError:
-      return False
+      return None
+  return d if isinstance(d, dict) else None
+
+
+def is_layout(path: str) -> bool:
+  """A folder with config.json and *.safetensors whose config is a llava-hf `llava_next` one."""
+  return (safetensors_config(path) or {}).get("model_type") == "llava_next"
 
 
 def read_config(path: str, **runtime: Any) -> LlavaConfig:
@@ -68,8 +77,18 @@ def load(path: str, cfg: LlavaConfig, mesh: jax.sharding.Mesh, *, strict: bool =
   Shardings come from `sharding.RULES`. strict: unknown tensors in the checkpoint are an error (ignorable
   ones, e.g. SigLIP's unused pooling head, are skipped and logged). Missing tensors are always an error.
   """
+  return load_tensors(path, cfg, mesh, naming=hf_names.HF_NAMING, strict=strict)
+
+
+def load_tensors(path: str, cfg: LlavaConfig, mesh: jax.sharding.Mesh, *, naming: hf_names.Naming,
+                 strict: bool = True) -> LlavaNext:
+  """The streaming load shared by the safetensors layouts; `naming` says how the folder spells tensor names.
+
+  Every file is memory-mapped; each parameter is built with `jax.make_array_from_callback`, so each device
+  copies only its own shard from the map. Errors name tensors as the folder spells them.
+  """
   files = open_checkpoint(path)
-  by_name = {hf_names.canonical_name(n): (n, f) for n, f in files.items()}
+  by_name = {naming.to_canonical(n): (n, f) for n, f in files.items()}
   graphdef, state = nnx.split(abstract_model(cfg))
   flat = nnx.to_flat_state(state)
 
@@ -77,7 +96,7 @@ def load(path: str, cfg: LlavaConfig, mesh: jax.sharding.Mesh, *, strict: bool =
   for path_, var, targets, transform in _param_entries(state):
     for name, _ in targets:
       if name not in by_name:
-        missing.append(name)
+        missing.append(naming.to_disk(name))
   if missing:
     raise CheckpointMismatchError(f"{path}: missing tensors for {len(missing)} parameters: {missing[:20]}"
                                   + (" ..." if len(missing) > 20 else ""))
@@ -107,9 +126,10 @@ def load(path: str, cfg: LlavaConfig, mesh: jax.sharding.Mesh, *, strict: bool =
   unused = [n for n in by_name if n not in used]
   ignorable = [n for n in unused if hf_names.IGNORABLE.search(n) or
                (cfg.text.tie_word_embeddings and n == "language_model.lm_head.weight")]
-  unknown = sorted(set(unused) - set(ignorable))
+  unknown = sorted(by_name[n][0] for n in set(unused) - set(ignorable))
   if ignorable:
-    log.info("%s: skipped %d tensors LLaVA-NeXT does not use (e.g. %s)", path, len(ignorable), ignorable[0])
+    log.info("%s: skipped %d tensors LLaVA-NeXT does not use (e.g. %s)", path, len(ignorable),
+             by_name[ignorable[0]][0])
   if unknown and strict:
     raise CheckpointMismatchError(f"{path}: {len(unknown)} tensors match no parameter: {unknown[:20]}"
                                   + (" ..." if len(unknown) > 20 else "") + " (pass strict=False to skip them)")
@@ -137,6 +157,25 @@ def save(model: LlavaNext, path: str, *, dtype: str | None = None, max_shard_byt
   gathered collectively); only process 0 writes.
   """
   cfg: LlavaConfig = model.cfg
+  stored = save_tensors(model, path, naming=hf_names.HF_NAMING, dtype=dtype, max_shard_bytes=max_shard_bytes)
+  if stored is None:
+    return
+  hf_cfg = cfg.to_hf()
+  hf_cfg["dtype"] = stored
+  if cfg.vision.model_type == "siglip_vision_model":
+    hf_cfg["vision_config"]["vision_use_head"] = False
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(hf_cfg, f, indent=2)
+
+
+def save_tensors(model: LlavaNext, path: str, *, naming: hf_names.Naming, dtype: str | None = None,
+                 max_shard_bytes: int = 5 * 2**30) -> str | None:
+  """The streaming save shared by the safetensors layouts: every parameter under its `naming` name.
+
+  Each (possibly layer-stacked) parameter is gathered once and written tensor by tensor. Every process
+  must call this; process 0 writes and gets the stored dtype's name (e.g. "bfloat16"), the others None.
+  """
+  cfg: LlavaConfig = model.cfg
   state = nnx.state(model, nnx.Param)
   entries, specs = {}, []
   for path_, var, targets, transform in _param_entries(state):
@@ -144,8 +183,9 @@ def save(model: LlavaNext, path: str, *, dtype: str | None = None, max_shard_byt
     our_shape = shape if targets[0][1] is None else shape[1:]
     out_dtype = np.dtype(jnp.dtype(dtype)) if dtype else np.dtype(var.get_value().dtype)
     for name, layer in targets:
-      entries[name] = (var, layer, transform, our_shape)
-      specs.append((name, hf_names.hf_shape(our_shape, transform, cfg), out_dtype))
+      disk_name = naming.to_disk(name)
+      entries[disk_name] = (var, layer, transform, our_shape)
+      specs.append((disk_name, hf_names.hf_shape(our_shape, transform, cfg), out_dtype))
 
   cache: dict[str, Any] = {"var": None, "value": None}
 
@@ -165,12 +205,6 @@ def save(model: LlavaNext, path: str, *, dtype: str | None = None, max_shard_byt
   if jax.process_count() > 1 and not primary:
     for name, _, _ in specs:  # take part in the collective gathers; write nothing
       fetch(name)
-    return
+    return None
   write_checkpoint(path, specs, fetch, max_shard_bytes=max_shard_bytes)
-  hf_cfg = cfg.to_hf()
-  hf_cfg["dtype"] = str(np.dtype(specs[0][2])) if specs else "float32"
-  if cfg.vision.model_type == "siglip_vision_model":
-    hf_cfg["vision_config"]["vision_use_head"] = False
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(hf_cfg, f, indent=2)
-
+  return str(np.dtype(specs[0][2])) if specs else "float32"

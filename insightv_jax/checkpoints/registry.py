@@ -2,13 +2,17 @@
 
     model = load_model("hf:/ckpts/llama3-llava-next-8b-hf", dtype="bfloat16", mesh=mesh)
     model = load_model("/runs/sft/export")             # a bare folder: its layout is detected
+    model = load_model("llava:/ckpts/llama3-llava-next-8b")     # original LLaVA-NeXT / Insight-V checkpoints
     save_model(model, "/serve/llava", layout="hf", dtype="bfloat16")
 
 A model spec is "<layout>:<folder>" or a bare folder. Layouts (one module each):
     hf       llava-hf safetensors, what `transformers.LlavaNextForConditionalGeneration` reads   llava_hf.py
     params   our params-only Orbax folder (config.json + params/), the hand-off between stages   params.py
+    llava    original LLaVA-NeXT / Insight-V safetensors (LlavaLlama/QwenForCausalLM)           llava_original.py
 Every layout reads its config into a `LlavaConfig` and loads straight into the shardings of
-`sharding.RULES` on the given mesh (default: the first device).
+`sharding.RULES` on the given mesh (default: the first device). Detection reads config.json: `model_type`
+llava_next (hf, with safetensors; params, with params/) vs llava_llama / llava_qwen (llava); the "hf:" and
+"llava:" prefixes accept either safetensors layout (model.init=hf:<folder> of an original checkpoint works).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Callable
 import jax
 
 from insightv_jax import sharding
-from insightv_jax.checkpoints import llava_hf, params
+from insightv_jax.checkpoints import llava_hf, llava_original, params
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.model.llava import LlavaNext
 
@@ -28,7 +32,9 @@ from insightv_jax.model.llava import LlavaNext
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """name: the spec prefix. detect(folder) -> bool. read_config(folder, **runtime) -> LlavaConfig.
-  load(folder, cfg, mesh) -> LlavaNext. save(model, folder, dtype=None) writes the layout."""
+  load(folder, cfg, mesh) -> LlavaNext. save(model, folder, dtype=None) writes the layout.
+  names_vision_tower: config.json may name its vision tower without describing it; read_config then takes
+  vision_config= (a dict or the path of the tower's config.json)."""
 
   name: str
   description: str
@@ -36,6 +42,7 @@ class Layout:
   read_config: Callable[..., LlavaConfig]
   load: Callable[..., LlavaNext]
   save: Callable[..., None]
+  names_vision_tower: bool = False
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -43,13 +50,26 @@ LAYOUTS: dict[str, Layout] = {
                  llava_hf.read_config, llava_hf.load, llava_hf.save),
     "params": Layout("params", "params-only Orbax folder (config.json + params/)", params.is_layout,
                      params.read_config, params.load, params.save),
+    "llava": Layout("llava", "original LLaVA-NeXT / Insight-V safetensors (model_type llava_llama / llava_qwen)",
+                    llava_original.is_layout, llava_original.read_config, llava_original.load, llava_original.save,
+                    names_vision_tower=True),
 }
 
 
+# "hf:" and "llava:" both name Hugging Face-style safetensors folders; config.json's model_type says which one.
+SAFETENSORS_LAYOUTS = ("hf", "llava")
+
+
 def parse_spec(spec: str) -> tuple[Layout, str]:
-  """'<layout>:<folder>' or a bare folder (layout detected) -> (layout, folder)."""
+  """'<layout>:<folder>' or a bare folder (layout detected) -> (layout, folder).
+
+  'hf:' and 'llava:' accept either safetensors layout: a folder detected as the other one is read as that one.
+  """
   name, sep, rest = spec.partition(":")
   if sep and name in LAYOUTS:
+    if name in SAFETENSORS_LAYOUTS:
+      detected = [n for n in SAFETENSORS_LAYOUTS if LAYOUTS[n].detect(rest)]
+      name = detected[0] if detected else name
     return LAYOUTS[name], rest
   folder = os.path.expanduser(spec)
   if not os.path.isdir(folder):
@@ -62,31 +82,46 @@ def parse_spec(spec: str) -> tuple[Layout, str]:
                    + "; ".join(f"'{n}:' = {lay.description}" for n, lay in LAYOUTS.items()))
 
 
-def read_config(spec: str, **runtime) -> LlavaConfig:
-  """The `LlavaConfig` of a model spec; runtime: dtype, param_dtype, remat, scan_layers."""
+def read_config(spec: str, *, vision_config=None, **runtime) -> LlavaConfig:
+  """The `LlavaConfig` of a model spec; runtime: dtype, param_dtype, remat, scan_layers.
+
+  vision_config: for a folder whose config.json names a vision tower that is no preset ("llava" layout).
+  """
   layout, folder = parse_spec(spec)
-  return layout.read_config(folder, **runtime)
+  return _read_config(layout, folder, vision_config, runtime)
+
+
+def _read_config(layout: Layout, folder: str, vision_config, runtime) -> LlavaConfig:
+  if vision_config is None:
+    return layout.read_config(folder, **runtime)
+  if not layout.names_vision_tower:
+    raise ValueError(f"vision_config= is for checkpoints whose config.json names a vision tower without "
+                     f"describing it ('llava:' layout); {folder} is a '{layout.name}:' folder, whose config.json "
+                     "describes its own")
+  return layout.read_config(folder, vision_config=vision_config, **runtime)
 
 
 def load_model(spec: str, dtype: str = "float32", *, param_dtype: str | None = None,
                mesh: jax.sharding.Mesh | None = None, scan_layers: bool = False, remat: str = "none",
-               config: LlavaConfig | None = None, **options) -> LlavaNext:
+               config: LlavaConfig | None = None, vision_config=None, **options) -> LlavaNext:
   """A model spec -> `LlavaNext` with parameters born sharded on `mesh` (default: the first device).
 
   dtype: compute dtype; param_dtype: storage dtype of the weights (defaults to `dtype`).
   config: use this config instead of the folder's (its runtime fields included).
-  options: the layout's own (e.g. strict=False for "hf": skip tensors that match no parameter).
+  vision_config: the vision tower's config (a dict or a config.json path) for a "llava" folder whose tower is
+  no preset.
+  options: the layout's own (e.g. strict=False for "hf" / "llava": skip tensors that match no parameter).
   """
   layout, folder = parse_spec(spec)
-  cfg = config or layout.read_config(folder, dtype=dtype, param_dtype=param_dtype or dtype,
-                                     scan_layers=scan_layers, remat=remat)
+  cfg = config or _read_config(layout, folder, vision_config, dict(dtype=dtype, param_dtype=param_dtype or dtype,
+                                                                   scan_layers=scan_layers, remat=remat))
   return layout.load(folder, cfg, mesh or sharding.single_device_mesh(), **options)
 
 
 def save_model(model: LlavaNext, folder: str, *, layout: str, dtype: str | None = None, **options) -> None:
   """Writes `model` in `layout` (every process calls this; one writes). dtype: on-disk dtype.
 
-  options: the layout's own (e.g. max_shard_bytes for "hf").
+  options: the layout's own (e.g. max_shard_bytes for "hf" / "llava"; base_config for "llava").
   """
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r}; expected one of {sorted(LAYOUTS)}")

@@ -62,6 +62,18 @@ def add_agent_tokens(tokenizer) -> int:
   return len(tokenizer)
 
 
+def add_image_token(tokenizer) -> int:
+  """Adds `<image>` as a special token if missing and returns its id (the model's image_token_index).
+
+  Original LLaVA-NeXT / Insight-V tokenizers have none: LLaVA writes the sentinel -200 into input_ids. The token
+  is appended after every existing one, so an Insight-V tokenizer keeps its `<thoughts>`/`<output>` ids.
+  `insightv-convert` calls this when it writes a checkpoint for our pipeline or for transformers.
+  """
+  if IMAGE_PLACEHOLDER not in tokenizer.get_vocab():
+    tokenizer.add_tokens([IMAGE_PLACEHOLDER], special_tokens=True)
+  return int(tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER))
+
+
 def fit_model_config(cfg, tokenizer):
   """The model config with `<image>`'s id as image_token_index and a vocabulary that covers the tokenizer."""
   import dataclasses

@@ -2,31 +2,66 @@
 
     insightv-convert --to=orbax --input=/ckpts/llama3-llava-next-8b-hf --output=/ckpts/ours
     insightv-convert --to=hf --input=/runs/dpo/export --output=/serve/llava --dtype=bfloat16
+    insightv-convert --to=orbax --input=llava:/ckpts/llama3-llava-next-8b --output=/ckpts/ours
+    insightv-convert --to=llava-original --input=/runs/dpo/export --output=/ckpts/insight-v-reason
 
 "hf" is what `transformers.LlavaNextForConditionalGeneration.from_pretrained` reads (and vLLM or SGLang
-serve); "orbax" is our params folder, what `insightv-train` / `insightv-eval` read as `params:<folder>`.
---input is a model spec ('hf:<folder>', 'params:<folder>') or a folder whose layout is detected.
-Tokenizer and processor files found in --input are copied across unchanged.
+serve); "orbax" is our params folder, what `insightv-train` / `insightv-eval` read as `params:<folder>`;
+"llava-original" is LLaVA-NeXT's own layout (LlavaLlamaForCausalLM / LlavaQwenForCausalLM), what the released
+Insight-V agents and lmms-lab/llama3-llava-next-8b are.
+--input is a model spec ('hf:<folder>', 'params:<folder>', 'llava:<folder>') or a folder whose layout is detected.
+Tokenizer and processor files found in --input are copied across. For --to=orbax / hf, a tokenizer without
+`<image>` (original LLaVA-NeXT / Insight-V ones have none) gets it, appended after its other tokens (the four
+`<thoughts>`/`<output>` tokens of an Insight-V tokenizer keep their ids), the model takes its id as
+image_token_index and grows a mean-initialised embedding row if the id is past its vocabulary, and the updated
+tokenizer is written to --output.
 """
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags
 
-from insightv_jax.checkpoints import convert
+from insightv_jax.checkpoints import convert, parse_spec
+from insightv_jax.data.tokenizer import add_image_token, load_tokenizer
 
 FLAGS = flags.FLAGS
-TARGETS = {"orbax": "params", "hf": "hf"}  # --to value -> layout name in insightv_jax.checkpoints.LAYOUTS
-flags.DEFINE_enum("to", None, list(TARGETS), "Target layout: 'orbax' (our params folder) or 'hf' (llava-hf).")
+# --to value -> layout name in insightv_jax.checkpoints.LAYOUTS
+TARGETS = {"orbax": "params", "hf": "hf", "llava-original": "llava"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+flags.DEFINE_enum("to", None, list(TARGETS), "Target layout: 'orbax' (our params folder), 'hf' (llava-hf) or "
+                  "'llava-original' (LLaVA-NeXT's own layout).")
 flags.DEFINE_string("input", None, "Source checkpoint: a folder (layout detected) or '<layout>:<folder>'.")
 flags.DEFINE_string("output", None, "Destination folder; must not exist yet unless --overwrite.")
 flags.DEFINE_string("dtype", "float32", "Parameter dtype to store (float32 or bfloat16).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output folder.")
+flags.DEFINE_string("vision_config", None, "Original LLaVA-NeXT --input only, when its vision tower is no preset: "
+                    "the path of the tower's CLIP / SigLIP config.json.")
+
+
+def convert_checkpoint(src: str, dst: str, *, to: str, dtype: str = "float32", overwrite: bool = False,
+                       vision_config: str | None = None) -> None:
+  """What the command runs; `to` is a --to value ('orbax', 'hf', 'llava-original')."""
+  layout = TARGETS[to]
+  _, folder = parse_spec(src)
+  tokenizer = image_token = None
+  if layout != "llava" and any(os.path.exists(os.path.join(folder, n)) for n in TOKENIZER_FILES):
+    tokenizer = load_tokenizer(folder)
+    size = len(tokenizer)
+    image_token = add_image_token(tokenizer)
+    if len(tokenizer) == size:
+      tokenizer = None  # it had <image> already: the copied files are right
+  convert(src, dst, to=layout, dtype=dtype, overwrite=overwrite, vision_config=vision_config,
+          image_token_index=image_token)
+  if tokenizer is not None:
+    tokenizer.save_pretrained(dst)
 
 
 def main(argv):
   del argv
-  convert(FLAGS.input, FLAGS.output, to=TARGETS[FLAGS.to], dtype=FLAGS.dtype, overwrite=FLAGS.overwrite)
+  convert_checkpoint(FLAGS.input, FLAGS.output, to=FLAGS.to, dtype=FLAGS.dtype, overwrite=FLAGS.overwrite,
+                     vision_config=FLAGS.vision_config)
 
 
 def run():
