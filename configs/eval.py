@@ -1,4 +1,8 @@
-"""insightv-eval: the two-agent system and single-model baselines on benchmark JSONL files.
+"""insightv-eval: the two-agent system and single-model baselines on benchmark files.
+
+Benchmark files: VLMEvalKit .tsv (MMBench, MMStar, MME, ChartQA, ...), MathVista's testmini .json and our JSONL
+(insightv_jax/eval/readers.py has the shapes). A released Insight-V pair: --config.prompts=insightv
+--config.template=llava_llama_3.
 
     insightv-eval --config=configs/eval.py --workdir=/tmp/eval --config.reasoning_model=params:/runs/dpo/export \
         --config.summary_model=params:/runs/sft_summary/export --config.tokenizer=/data/tok \
@@ -15,8 +19,13 @@ def get_config(arg: str = ""):
   c.summary_model = ""  # the summary agent ('' = the reasoning model plays both roles)
   c.baseline_model = ""  # model for the single-model baselines ('' = the summary model)
   c.tokenizer = ""  # Hugging Face tokenizer folder
-  c.template = "llama3"  # chat template: llama3 | chatml | vicuna
-  c.benchmarks = ""  # comma-separated JSONL files (see insightv_jax/eval/readers.py for the shapes)
+  c.template = "llama3"  # chat template: llama3 | chatml | vicuna | llava_llama_3 | qwen_1_5 (LLaVA-NeXT's modes)
+  # How the agents are prompted (insightv_jax/data/prompts.py PROMPT_PRESETS): "ours" | "insightv": the exact
+  # prompts of Insight-V's released inference scripts (insightv_jax/data/insightv_compat.py), for its checkpoints;
+  # Insight-V sampled at temperature 0.2 / top_p 0.95 (compat.INFER_SCRIPT_GENERATION), we decode greedily.
+  c.prompts = "ours"
+  # comma-separated benchmark files: VLMEvalKit .tsv, MathVista testmini .json or JSONL (insightv_jax/eval/readers.py)
+  c.benchmarks = ""
   c.image_root = ""  # root for relative image paths in the benchmark files
   c.systems = "two_agent,direct,cot"  # which systems to run
   c.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
@@ -25,4 +34,7 @@ def get_config(arg: str = ""):
   c.answer_max_new_tokens = 32  # summary / direct answer budget
   c.cot_max_new_tokens = 544  # chain + answer in one reply
   c.limit = 0  # evaluate only the first N questions of each benchmark (0 = all)
+  # VLMEvalKit rule set for MMBench/MMStar/MME/ChartQA: "current" or "legacy" (what Insight-V's published numbers
+  # used); see insightv_jax/scoring/vlmeval_compat.py
+  c.vlmeval_rules = "current"
   return c

@@ -11,8 +11,10 @@ special tokens; `AGENT_TOKENS` are added to the tokenizer).
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Callable, Sequence
 
+from insightv_jax.data import insightv_compat as compat
 from insightv_jax.data.templates import IMAGE_PLACEHOLDER
 
 THOUGHTS_OPEN, THOUGHTS_CLOSE = "<thoughts>", "</thoughts>"
@@ -107,3 +109,89 @@ def extract_tag(text: str, open_tag: str, close_tag: str) -> str | None:
   rest = text[i + len(open_tag):]
   j = rest.find(close_tag)
   return (rest if j < 0 else rest[:j]).strip()
+
+
+# ----------------------------------------------------------------------------------------------- prompt presets
+# One switch for how both agents are prompted: "ours" (the functions above) or "insightv" (the exact text of
+# Insight-V's released inference scripts, `insightv_compat`), so a converted Insight-V checkpoint reads what it
+# was trained on.
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptPreset:
+  """How the agents and the baselines are prompted and how their chains are written and read.
+
+      preset = get_preset("insightv")
+      msgs = preset.reasoning_messages(question)          # the reasoning agent's prompt
+      chain = preset.unwrap_chain(reply)                  # its reply -> the chain
+      msgs = preset.summary_messages(question, chain)     # the summary agent's prompt
+
+  reasoning_messages(question, chain=None), summary_messages(question, chain, answer=None, judgement=None),
+  direct_messages(question, answer=None), cot_messages(question, chain=None, answer=None): chat messages (a
+  training example when the reply is given); wrap_chain: chain -> the tagged block the agents read;
+  unwrap_chain: a reply -> its chain; format_chain: steps -> chain text.
+  """
+
+  name: str
+  reasoning_messages: Callable[..., list[dict]]
+  summary_messages: Callable[..., list[dict]]
+  direct_messages: Callable[..., list[dict]]
+  cot_messages: Callable[..., list[dict]]
+  wrap_chain: Callable[[str], str]
+  unwrap_chain: Callable[[str], str]
+  format_chain: Callable[[Sequence], str]
+
+
+def wrap_chain(chain: str) -> str:
+  """Our chain block, as reasoning_messages / summary_messages write it."""
+  return f"{THOUGHTS_OPEN}\n{chain}\n{THOUGHTS_CLOSE}"
+
+
+def chain_of_reply(reply: str) -> str:
+  """The text inside <thoughts> (stripped), or the whole reply if the tag is missing."""
+  inner = extract_tag(reply, THOUGHTS_OPEN, THOUGHTS_CLOSE)
+  return inner if inner is not None else reply
+
+
+def _insightv_reasoning(question: str, chain: str | None = None) -> list[dict]:
+  # The reply layout of Insight-V's reasoning data is not released; we train on the block its summary prompt shows.
+  msgs = [{"role": "user", "content": compat.reasoning_prompt(question)}]
+  if chain is not None:
+    msgs.append({"role": "assistant", "content": compat.wrap_chain(chain)})
+  return msgs
+
+
+def _insightv_summary(question: str, chain: str, answer: str | None = None, judgement: str | None = None
+                      ) -> list[dict]:
+  # The released prompt asks for the answer without a verdict on the chain: `judgement` is not written.
+  del judgement
+  msgs = [{"role": "user", "content": compat.summary_prompt(question, chain)}]
+  if answer is not None:
+    msgs.append({"role": "assistant", "content": answer})
+  return msgs
+
+
+def _insightv_direct(question: str, answer: str | None = None) -> list[dict]:
+  # LLaVA's plain prompt (infer_two_models.py's origin_question): the question carries its own answer format.
+  msgs = [{"role": "user", "content": compat.with_image(question)}]
+  if answer is not None:
+    msgs.append({"role": "assistant", "content": answer})
+  return msgs
+
+
+PROMPT_PRESETS: dict[str, PromptPreset] = {
+    "ours": PromptPreset("ours", reasoning_messages, summary_messages, direct_messages, cot_messages, wrap_chain,
+                         chain_of_reply, format_chain),
+    # Insight-V released no chain-of-thought baseline prompt: that baseline keeps ours.
+    "insightv": PromptPreset("insightv", _insightv_reasoning, _insightv_summary, _insightv_direct, cot_messages,
+                             compat.wrap_chain, compat.unwrap_chain, compat.format_chain),
+}
+
+
+def get_preset(preset: str | PromptPreset) -> PromptPreset:
+  """A preset by name ("ours" | "insightv"); a PromptPreset passes through."""
+  if isinstance(preset, PromptPreset):
+    return preset
+  if preset not in PROMPT_PRESETS:
+    raise ValueError(f"unknown prompt preset {preset!r}; choose from {sorted(PROMPT_PRESETS)}")
+  return PROMPT_PRESETS[preset]

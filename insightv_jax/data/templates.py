@@ -1,4 +1,4 @@
-"""Chat templates (LLaMA-3, ChatML, Vicuna), loss masks and image-token expansion.
+"""Chat templates (LLaMA-3, ChatML, Vicuna, LLaVA-NeXT's conversation modes), loss masks and image tokens.
 
     tpl = TEMPLATES["llama3"]
     ids, mask = encode_chat(tokenizer, tpl, messages, image_token_counts=[n_img])
@@ -11,6 +11,13 @@ needs. The `jinja` strings are the same templates for `tokenizer.apply_chat_temp
 agree token for token.
 
 Messages: [{"role": "system" | "user" | "assistant", "content": str}], `<image>` inside user content.
+
+LLaVA-NeXT's conversation modes, by their names (`--version` of its train.py, `conv_mode` of its inference):
+`llava_llama_3` is LLaMA-3 with LLaVA's system prompt (`insightv_compat.LLAVA_LLAMA3_SYSTEM`) when the
+conversation has none, `qwen_1_5` is ChatML with "You are a helpful assistant.". Their ids are those of
+LLaVA-NeXT's train.py `preprocess_llama3` / `preprocess_qwen` (one `apply_chat_template` per turn, the
+`<|begin_of_text|>` of each turn but the first dropped); their masks are `apply_chat_template`'s assistant
+masks, not train.py's labels (which also train on headers and separators: see `insightv_compat`).
 """
 
 from __future__ import annotations
@@ -20,12 +27,16 @@ from typing import Sequence
 
 import numpy as np
 
+from insightv_jax.data import insightv_compat
+
 IMAGE_PLACEHOLDER = "<image>"
 
 
 @dataclasses.dataclass(frozen=True)
 class ChatTemplate:
-  """name; bos: text at the very start; stop: end-of-turn text (also the generation stop string)."""
+  """name; bos: text at the very start; stop: end-of-turn text (also the generation stop string);
+  default_system: the system turn added when a conversation has none; style: the layout (llama3 | chatml |
+  vicuna; default: the name)."""
 
   name: str
   bos: str
@@ -33,6 +44,7 @@ class ChatTemplate:
   default_system: str | None
   jinja: str
   special_tokens: tuple[str, ...]
+  style: str | None = None
 
   def render(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
     """-> (text, [(start, end) char spans of assistant replies incl. their stop text])."""
@@ -44,9 +56,9 @@ class ChatTemplate:
       role, content = m["role"], m["content"]
       if role not in ("system", "user", "assistant"):
         raise ValueError(f"message {i}: role {role!r} is not system/user/assistant")
-      pieces.extend(_RENDER[self.name](i, role, content, self))
+      pieces.extend(_RENDER[self.style or self.name](i, role, content, self))
     if add_generation_prompt:
-      pieces.append((_GEN_PROMPT[self.name], False))
+      pieces.append((_GEN_PROMPT[self.style or self.name], False))
     text, spans, pos = "", [], 0
     for piece, is_assistant in pieces:
       if is_assistant:
@@ -109,12 +121,31 @@ _VICUNA_JINJA = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}")
 
+
+def _default_system_jinja(system: str) -> str:
+  """Jinja that puts `system` first when the conversation has no system turn."""
+  if "'" in system or "\\" in system:
+    raise ValueError(f"system prompt {system!r} would need escaping in a Jinja string literal")
+  return ("{% if not messages or messages[0]['role'] != 'system' %}"
+          f"{{% set messages = [{{'role': 'system', 'content': '{system}'}}] + messages %}}{{% endif %}}")
+
+
+# LLaVA-NeXT llava/conversation.py conv_llava_llama_3 / conv_qwen ("qwen_1_5"), as llava/train/train.py tokenizes them
+_LLAVA_LLAMA3_JINJA = _default_system_jinja(insightv_compat.LLAVA_LLAMA3_SYSTEM) + _LLAMA3_JINJA
+_QWEN_1_5_JINJA = _default_system_jinja(insightv_compat.QWEN_SYSTEM) + _CHATML_JINJA
+_LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+_CHATML_SPECIALS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
 TEMPLATES: dict[str, ChatTemplate] = {
-    "llama3": ChatTemplate("llama3", "<|begin_of_text|>", "<|eot_id|>", None, _LLAMA3_JINJA,
-                           ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
+    "llama3": ChatTemplate("llama3", "<|begin_of_text|>", "<|eot_id|>", None, _LLAMA3_JINJA, _LLAMA3_SPECIALS),
     "chatml": ChatTemplate("chatml", "", "<|im_end|>", "You are a helpful assistant.", _CHATML_JINJA,
-                           ("<|im_start|>", "<|im_end|>", "<|endoftext|>")),
+                           _CHATML_SPECIALS),
     "vicuna": ChatTemplate("vicuna", "<s>", "</s>", None, _VICUNA_JINJA, ("<s>", "</s>")),
+    "llava_llama_3": ChatTemplate("llava_llama_3", "<|begin_of_text|>", "<|eot_id|>",
+                                  insightv_compat.LLAVA_LLAMA3_SYSTEM, _LLAVA_LLAMA3_JINJA, _LLAMA3_SPECIALS,
+                                  style="llama3"),
+    "qwen_1_5": ChatTemplate("qwen_1_5", "", "<|im_end|>", insightv_compat.QWEN_SYSTEM, _QWEN_1_5_JINJA,
+                             _CHATML_SPECIALS, style="chatml"),
 }
 TEMPLATE_FOR_MODEL = {"llama": "llama3", "qwen2": "chatml"}
 

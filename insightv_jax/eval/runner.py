@@ -265,16 +265,18 @@ def run_eval(config, workdir: str) -> dict:
     qs = readers.read_benchmark(path)
     questions.extend(qs[:config.limit] if config.limit else qs)
   results = {}
+  agent = lambda spec, n: infer.Agent(model(spec), tok, config.template, gen(n),
+                                     preset=config.get("prompts", "ours"))
   for system in systems:
     if system == "two_agent":
-      r = infer.Agent(model(config.reasoning_model), tok, config.template, gen(config.reasoning_max_new_tokens))
-      s = infer.Agent(model(summary_spec), tok, config.template, gen(config.answer_max_new_tokens))
+      r = agent(config.reasoning_model, config.reasoning_max_new_tokens)
+      s = agent(summary_spec, config.answer_max_new_tokens)
       fn = lambda ex, r=r, s=s: infer.two_agent(r, s, ex)
     elif system == "direct":
-      a = infer.Agent(model(baseline_spec), tok, config.template, gen(config.answer_max_new_tokens))
+      a = agent(baseline_spec, config.answer_max_new_tokens)
       fn = lambda ex, a=a: infer.direct(a, ex)
     else:
-      a = infer.Agent(model(baseline_spec), tok, config.template, gen(config.cot_max_new_tokens))
+      a = agent(baseline_spec, config.cot_max_new_tokens)
       fn = lambda ex, a=a: infer.chain_of_thought(a, ex)
     results[system] = evaluate(system, fn, questions, workdir, image_root=config.image_root or None,
                                batch_size=config.batch_size, rules=rules)

@@ -10,6 +10,9 @@
     examples = [infer.Example("q1", "Which bar is tallest?\nA. red\nB. blue", pil_image)]
     outputs = infer.two_agent(reasoner, summarizer, examples)   # [{"chain", "reply", "judgement"}, ...]
 
+    # a released Insight-V agent, prompted with Insight-V's own text (data.prompts.PROMPT_PRESETS)
+    reasoner = infer.Agent(model_r, tokenizer, "llava_llama_3", preset="insightv")
+
 `sampler` holds the token-level loop (`generate`, `truncate_at_stop_strings`, `bucket_length`); `agents` the
 chat-level API (`Agent`, `reason`, `two_agent` and the `direct` / `chain_of_thought` baselines).
 """

@@ -6,7 +6,11 @@
     outputs = direct(model_agent, examples)                # baseline: answer directly
     outputs = chain_of_thought(model_agent, examples)      # baseline: chain and answer from one model
 
-Either agent may be the same model. An `Example` is (id, question text with its options, PIL image).
+Either agent may be the same model. An `Example` is (id, question text with its options, PIL image). Each agent
+is prompted by its preset (`prompts.PROMPT_PRESETS`): "ours", or "insightv" for a released Insight-V checkpoint
+(its own prompts, with the `llava_llama_3` template):
+
+    reasoner = Agent(model_r, tokenizer, "llava_llama_3", GenerationConfig(max_new_tokens=1024), preset="insightv")
 """
 
 from __future__ import annotations
@@ -48,10 +52,13 @@ class Agent:
   """A model + tokenizer + chat template that answers batches of conversations."""
 
   def __init__(self, model, tokenizer, template: str, gen: GenerationConfig = GenerationConfig(),
-               stop_tokens: Sequence[str] = (prompts.THOUGHTS_CLOSE, prompts.OUTPUT_CLOSE)):
+               stop_tokens: Sequence[str] = (prompts.THOUGHTS_CLOSE, prompts.OUTPUT_CLOSE),
+               preset: str | prompts.PromptPreset = "ours"):
     """stop_tokens: tags that end a reply besides the template's end-of-turn (a chain-of-thought reply must
-    not stop at </thoughts>, its answer follows)."""
+    not stop at </thoughts>, its answer follows). preset: how `reason` / `two_agent` / the baselines prompt
+    this agent ("ours" | "insightv", or a `prompts.PromptPreset`)."""
     self.model, self.tokenizer, self.gen = model, tokenizer, gen
+    self.prompts = prompts.get_preset(preset)
     self.template = templates.TEMPLATES[template]
     cfg = model.cfg
     self.proc = ImageProcessorConfig.for_model(cfg)
@@ -123,32 +130,33 @@ class Agent:
 
 
 def reason(reasoner: Agent, examples: Sequence[Example], *, seed_offset: int = 0) -> list[str]:
-  """The reasoning agent's chains (the text inside <thoughts>, or the whole reply if the tag is missing)."""
-  replies = reasoner.complete([prompts.reasoning_messages(e.question) for e in examples],
-                              [e.image for e in examples], seed_offset=seed_offset)
-  return [_chain_of(r) for r in replies]
-
-
-def _chain_of(reply: str) -> str:
-  inner = prompts.extract_tag(reply, prompts.THOUGHTS_OPEN, prompts.THOUGHTS_CLOSE)
-  return inner if inner is not None else reply
+  """The reasoning agent's chains, cut out of its replies by its preset ("ours": the text inside <thoughts>,
+  or the whole reply if the tag is missing)."""
+  p = reasoner.prompts
+  replies = reasoner.complete([p.reasoning_messages(e.question) for e in examples], [e.image for e in examples],
+                              seed_offset=seed_offset)
+  return [p.unwrap_chain(r) for r in replies]
 
 
 def two_agent(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -> list[dict]:
-  """Insight-V: the reasoner writes a chain, the summarizer judges it and answers (`judgement`: its verdict)."""
+  """Insight-V: the reasoner writes a chain, the summarizer judges it and answers (`judgement`: its verdict).
+
+  Each agent is prompted by its own preset (the reasoner's cuts the chain, the summarizer's shows it).
+  """
   chains = reason(reasoner, examples)
-  replies = summarizer.complete([prompts.summary_messages(e.question, c) for e, c in zip(examples, chains)],
-                                [e.image for e in examples])
+  replies = summarizer.complete([summarizer.prompts.summary_messages(e.question, c)
+                                 for e, c in zip(examples, chains)], [e.image for e in examples])
   return [{"chain": c, "reply": r, "judgement": prompts.parse_judgement(r)} for c, r in zip(chains, replies)]
 
 
 def direct(agent: Agent, examples: Sequence[Example]) -> list[dict]:
   """Baseline: one model answers each question directly (no chain)."""
-  replies = agent.complete([prompts.direct_messages(e.question) for e in examples], [e.image for e in examples])
+  replies = agent.complete([agent.prompts.direct_messages(e.question) for e in examples],
+                           [e.image for e in examples])
   return [{"chain": "", "reply": r, "judgement": None} for r in replies]
 
 
 def chain_of_thought(agent: Agent, examples: Sequence[Example]) -> list[dict]:
   """Baseline: one model writes its chain and its answer in one reply (`chain`: the text inside <thoughts>)."""
-  replies = agent.complete([prompts.cot_messages(e.question) for e in examples], [e.image for e in examples])
-  return [{"chain": _chain_of(r), "reply": r, "judgement": None} for r in replies]
+  replies = agent.complete([agent.prompts.cot_messages(e.question) for e in examples], [e.image for e in examples])
+  return [{"chain": agent.prompts.unwrap_chain(r), "reply": r, "judgement": None} for r in replies]
