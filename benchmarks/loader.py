@@ -10,24 +10,27 @@ this run. Prints both in examples/s and the ratio (goal >= 2: the loader is neve
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 
+from absl import app, flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("examples", 256, "Examples to time the loader over (after the first batch).")
+flags.DEFINE_integer("workers", 2, "Grain worker processes.")
 
 
 def main(argv):
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--examples", type=int, default=256)
-  ap.add_argument("--workers", type=int, default=2)
-  args = ap.parse_args(argv[1:])
+  del argv
+  args = FLAGS
 
   from benchmarks import common
   from data_gen.synthetic.world import World, WorldConfig
-  from insightv_jax.data import loader, prompts, records
+  from insightv_jax.data import loader, prompts, records, sources
   from insightv_jax.data.tokenizer import fit_model_config, train_bpe
 
   with tempfile.TemporaryDirectory() as root:
@@ -41,16 +44,16 @@ def main(argv):
     cfg = fit_model_config(common.bench_config(), tok)
     lcfg = loader.LoaderConfig(max_len=common.SEQ, batch_size=common.BATCH, image_root=root,
                                worker_count=args.workers, seed=0)
-    it = iter(loader.make_dataset(records.ArrayRecordSource(f"{root}/sft.ar"), lcfg, cfg, tok))
+    it = iter(loader.make_dataset(sources.ArrayRecordSource(f"{root}/sft.ar"), lcfg, cfg, tok))
     next(it)  # workers up
     n_batches = args.examples // common.BATCH
     t0 = time.perf_counter()
     for _ in range(n_batches):
-      batch = next(it)
+      batch, _ = next(it)
     dt = time.perf_counter() - t0
     it.close()
     loader_eps = n_batches * common.BATCH / dt
-    assert batch["pixel_values"].shape[1:] == (5, 3, 336, 336), batch["pixel_values"].shape
+    assert batch.pixel_values.shape[1:] == (5, 3, 336, 336), batch.pixel_values.shape
 
   step = common.run_side(os.path.join(os.path.dirname(__file__), "train_step.py"), "jax",
                          [f"--ckpt={_bench_ckpt()}", "--steps=3"])
@@ -74,5 +77,4 @@ def _bench_ckpt() -> str:
 
 
 if __name__ == "__main__":
-  from absl import app
   app.run(main)

@@ -51,6 +51,7 @@ def side_jax(ckpt: str, steps: int) -> dict:
   import optax
   from flax import nnx
 
+  from insightv_jax.data.batches import SftBatch, TokenRows
   from insightv_jax.hf import load_llava_next
   from insightv_jax.train.steps import make_train_step, sft_loss
   model = load_llava_next(ckpt)
@@ -65,9 +66,10 @@ def side_jax(ckpt: str, steps: int) -> dict:
   step = jax.jit(make_train_step(graphdef, lambda g, p, b, r: sft_loss(g, p, b, chunk=256), tx, trainable),
                  donate_argnums=0)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
-  batch = {"input_ids": jnp.asarray(ids), "loss_mask": jnp.asarray(mask), "pixel_values": jnp.asarray(pv),
-           "image_sizes": jnp.asarray(sizes), "segment_ids": jnp.ones_like(jnp.asarray(ids)),
-           "positions": jnp.broadcast_to(jnp.arange(common.SEQ), ids.shape)}
+  tokens = TokenRows(input_ids=jnp.asarray(ids), loss_mask=jnp.asarray(mask),
+                     segment_ids=jnp.ones_like(jnp.asarray(ids)),
+                     positions=jnp.broadcast_to(jnp.arange(common.SEQ), ids.shape))
+  batch = SftBatch(tokens=tokens, pixel_values=jnp.asarray(pv), image_sizes=jnp.asarray(sizes))
   compiled = step.lower(state, batch).compile()
   for _ in range(2):
     state, metrics = compiled(state, batch)
@@ -86,11 +88,11 @@ def side_torch(ckpt: str, steps: int) -> dict:
   import torch
   from transformers import LlavaNextForConditionalGeneration
 
-  from insightv_jax.hf import read_config
+  from insightv_jax.checkpoints import read_config
   torch.set_num_threads(os.cpu_count())
   model = LlavaNextForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32)
   model.train()
-  ids, mask, pv, sizes, _ = make_batch(read_config(ckpt))
+  ids, mask, pv, sizes, _ = make_batch(read_config(f"hf:{ckpt}"))
   labels = np.where(mask == 1, ids, -100)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
   inputs = dict(input_ids=torch.tensor(ids, dtype=torch.long), pixel_values=torch.tensor(pv),

@@ -1,4 +1,5 @@
-"""The Grain loader: exact resume, packing == padding in the model's loss, multi-process coverage, bad records."""
+"""The Grain loader: exact resume, packing == padding in the model's loss, multi-process coverage, bad records,
+typed batches whose shapes the train step can know from the config."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from flax import nnx
 
 from data_gen.synthetic.world import World, WorldConfig
-from insightv_jax.data import loader, prompts, records
+from insightv_jax.data import loader, prompts, records, sources
+from insightv_jax.data.batches import BatchStats, DpoBatch, Loaded, SftBatch
 from insightv_jax.data.tokenizer import fit_model_config, train_bpe
 from insightv_jax.model.llava import LlavaNext
 from insightv_jax.train.losses import masked_cross_entropy
@@ -27,9 +29,13 @@ def data(tmp_path_factory, tiny_cfg):
   sft = [records.ReasoningSFT(id=q.id, images=q.images, question=q.question,
                               reasoning=prompts.format_chain(world.teacher_path(q).steps)) for q in qs]
   records.write_array_record(str(root / "sft.ar"), sft)
+  pairs = [records.DPOPair(id=r.id, images=r.images, prompt=r.question, chosen=r.reasoning,
+                           rejected=sft[(i + 1) % N].reasoning) for i, r in enumerate(sft)]
+  records.write_array_record(str(root / "dpo.ar"), pairs)
   tok = train_bpe([r.reasoning + " " + r.question for r in sft], 400, "llama3")
   cfg = fit_model_config(tiny_cfg, tok)
-  return dict(root=str(root), sft=sft, tok=tok, cfg=cfg, src=records.ArrayRecordSource(str(root / "sft.ar")))
+  return dict(root=str(root), sft=sft, tok=tok, cfg=cfg, src=sources.ArrayRecordSource(str(root / "sft.ar")),
+              dpo_src=sources.open_source("array_record", str(root / "dpo.ar")))
 
 
 def _cfg(data, **kw):
@@ -42,11 +48,14 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
-def _assert_same(a, b):
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+def _assert_same(a: list[Loaded], b: list[Loaded]):
+  assert len(a) == len(b)
+  for (x, x_stats), (y, y_stats) in zip(a, b):
+    assert type(x) is type(y) and x_stats == y_stats
+    paths = jax.tree_util.tree_leaves_with_path(x)
+    assert [p for p, _ in paths] == [p for p, _ in jax.tree_util.tree_leaves_with_path(y)]
+    for (path, u), v in zip(paths, jax.tree.leaves(y)):
+      np.testing.assert_array_equal(u, v, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.parametrize("pack", [False, True])
@@ -60,7 +69,7 @@ def test_resume_is_exact(data, pack):
   fresh.set_state(state)
   _assert_same(expected, _take(fresh, 5))
   if pack:
-    assert max(b["segment_ids"].max() for b in expected) >= 2, "packing put several examples in a row"
+    assert max(b.tokens.segment_ids.max() for b, _ in expected) >= 2, "packing put several examples in a row"
 
 
 def test_resume_with_worker_processes(data):
@@ -76,24 +85,18 @@ def test_resume_with_worker_processes(data):
   fresh.close()
 
 
-def _segments(batch):
-  """Every example in a batch as (token tuple, image size tuple), in reading order."""
-  out = []
-  img = 0
-  image_id = None
-  for r in range(batch["input_ids"].shape[0]):
-    for s in range(1, batch["segment_ids"][r].max() + 1):
-      toks = batch["input_ids"][r][batch["segment_ids"][r] == s]
-      out.append(tuple(toks.tolist()))
-  del img, image_id
-  return out
+def _segments(batch: SftBatch):
+  """Every example in a batch as a token tuple, in reading order."""
+  t = batch.tokens
+  return [tuple(t.input_ids[r][t.segment_ids[r] == s].tolist())
+          for r in range(t.input_ids.shape[0]) for s in range(1, t.segment_ids[r].max() + 1)]
 
 
 def test_process_sharding_is_disjoint_and_complete(data):
   def examples(pi, pc, batch):
     cfg = _cfg(data, num_epochs=1, batch_size=batch)
-    return [seg for b in loader.make_dataset(data["src"], cfg, data["cfg"], data["tok"], process_index=pi,
-                                             process_count=pc) for seg in _segments(b)]
+    return [seg for b, _ in loader.make_dataset(data["src"], cfg, data["cfg"], data["tok"], process_index=pi,
+                                                process_count=pc) for seg in _segments(b)]
   everything = examples(0, 1, 4)
   a, b = examples(0, 2, 4), examples(1, 2, 4)
   assert len(everything) == N and len(set(everything)) == N
@@ -103,18 +106,19 @@ def test_process_sharding_is_disjoint_and_complete(data):
 
 def test_packed_and_padded_batches_give_the_same_token_losses(data):
   model = LlavaNext(data["cfg"], rngs=nnx.Rngs(1))
-  padded = next(iter(loader.make_dataset(data["src"], _cfg(data, num_epochs=1), data["cfg"], data["tok"])))
-  packed = next(iter(loader.make_dataset(data["src"], _cfg(data, num_epochs=1, pack=True, images_per_row=4,
-                                                               max_len=384 * 4, batch_size=1),
-                                         data["cfg"], data["tok"])))
-  assert packed["segment_ids"].max() == 4
+  padded, _ = next(iter(loader.make_dataset(data["src"], _cfg(data, num_epochs=1), data["cfg"], data["tok"])))
+  packed, _ = next(iter(loader.make_dataset(data["src"], _cfg(data, num_epochs=1, pack=True, images_per_row=4,
+                                                                  max_len=384 * 4, batch_size=1),
+                                            data["cfg"], data["tok"])))
+  assert packed.tokens.segment_ids.max() == 4
 
   @jax.jit
-  def per_example(model, b):
-    h, _ = model.hidden_states(b["input_ids"], b["pixel_values"], b["image_sizes"], segment_ids=b["segment_ids"],
-                               positions=b["positions"])
-    _, nll, w = masked_cross_entropy(h, model.logits, b["input_ids"], b["loss_mask"], b["segment_ids"], chunk=128)
-    seg = b["segment_ids"]
+  def per_example(model, b: SftBatch):
+    t = b.tokens
+    h, _ = model.hidden_states(t.input_ids, b.pixel_values, b.image_sizes, segment_ids=t.segment_ids,
+                               positions=t.positions)
+    _, nll, w = masked_cross_entropy(h, model.logits, t.input_ids, t.loss_mask, t.segment_ids, chunk=128)
+    seg = t.segment_ids
     return jnp.stack([jnp.where(seg == s, nll, 0).sum(-1) for s in range(1, 5)], -1), \
         jnp.stack([jnp.where(seg == s, w, 0).sum(-1) for s in range(1, 5)], -1)
 
@@ -139,10 +143,10 @@ def test_bad_records_are_skipped_counted_and_named(data, tmp_path, caplog):
   lines.append(records.ReasoningSFT(id="too-long", images=good[0].images, question="Q " * 400,
                                     reasoning="c").dumps())
   (tmp_path / "mixed.jsonl").write_text("\n".join(lines) + "\n")
-  src = loader.open_source("jsonl", str(tmp_path / "mixed.jsonl"))
+  src = sources.open_source("jsonl", str(tmp_path / "mixed.jsonl"))
   batches = list(loader.make_dataset(src, _cfg(data, num_epochs=1, batch_size=1), data["cfg"], data["tok"]))
-  assert sum(int((b["loss_mask"].sum() > 0)) for b in batches) == 3
-  assert sum(int(b["num_skipped"]) for b in batches) == 4
+  assert sum(int((b.tokens.loss_mask.sum() > 0)) for b, _ in batches) == 3
+  assert sum(stats.skipped for _, stats in batches) == 4
   logged = caplog.text
   for rid in ("missing-img", "corrupt-img", "no-question", "too-long"):
     assert rid in logged
@@ -156,6 +160,24 @@ def test_missing_data_or_tokenizer_paths_are_named(tmp_path):
   from insightv_jax.data.tokenizer import load_tokenizer
   for kind in ("array_record", "jsonl", "tfds"):
     with pytest.raises(FileNotFoundError, match=f"{kind} data source: no such file or folder: '.*nope'"):
-      loader.open_source(kind, [str(tmp_path / "nope")])
+      sources.open_source(kind, [str(tmp_path / "nope")])
   with pytest.raises(FileNotFoundError, match="tokenizer folder '.*absent' does not exist"):
     load_tokenizer(str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("kind", ["sft", "sft_packed", "dpo"])
+def test_abstract_batch_from_the_config_matches_what_the_loader_yields(data, kind):
+  """The train step is compiled against `abstract_batch` before any data is read: the shapes must agree."""
+  kw = dict(pack=True, images_per_row=2, max_len=768) if kind == "sft_packed" else {}
+  cfg = _cfg(data, **kw)
+  batch_type = DpoBatch if kind == "dpo" else SftBatch
+  src = data["dpo_src"] if kind == "dpo" else data["src"]
+  batch, stats = next(iter(loader.make_dataset(src, cfg, data["cfg"], data["tok"], batch_type=batch_type)))
+  assert type(batch) is batch_type and stats == BatchStats(skipped=0)
+  abstract = loader.abstract_batch(cfg, data["cfg"], batch_type=batch_type)
+  assert jax.tree.structure(abstract) == jax.tree.structure(batch)
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(batch)):
+    assert (want.shape, want.dtype) == (got.shape, got.dtype), jax.tree_util.keystr(path)
+  if kind == "dpo":  # one forward over [chosen; rejected]: the pair shares its images, once
+    assert batch.pixel_values.shape[0] == batch.chosen.input_ids.shape[0] == cfg.batch_size
+    assert (batch.chosen.input_ids != batch.rejected.input_ids).any()

@@ -45,20 +45,17 @@ def test_dpo_gradient_of_tiny_model_matches_finite_differences(tiny_model):
   """d(DPO loss)/d(one LM-head weight) through the whole model equals a central difference."""
   from flax import nnx
 
+  from insightv_jax.data.batches import DpoBatch, TokenRows
   from insightv_jax.train.steps import dpo_loss
   graphdef, params = nnx.split(tiny_model)
   params = nnx.to_pure_dict(params)
   rng = np.random.default_rng(0)
   b, t = 2, 12
-  batch = {}
-  for side in ("chosen", "rejected"):
-    batch[f"{side}_input_ids"] = jnp.asarray(rng.integers(0, 200, (b, t)), jnp.int32)
-    mask = np.zeros((b, t), np.int32)
-    mask[:, 6:] = 1
-    batch[f"{side}_loss_mask"] = jnp.asarray(mask)
-    batch[f"{side}_segment_ids"] = jnp.ones((b, t), jnp.int32)
-    batch[f"{side}_positions"] = jnp.broadcast_to(jnp.arange(t), (b, t))
-  batch["ref_logps"] = jnp.asarray([[-40.0, -41.0], [-39.0, -37.5]])
+  mask = np.zeros((b, t), np.int32)
+  mask[:, 6:] = 1
+  side = lambda: TokenRows(input_ids=jnp.asarray(rng.integers(0, 200, (b, t)), jnp.int32), loss_mask=jnp.asarray(mask),
+                           segment_ids=jnp.ones((b, t), jnp.int32), positions=jnp.broadcast_to(jnp.arange(t), (b, t)))
+  batch = DpoBatch(chosen=side(), rejected=side(), ref_logps=jnp.asarray([[-40.0, -41.0], [-39.0, -37.5]]))
 
   def f(p):
     return dpo_loss(graphdef, p, batch, beta=0.5, sft_weight=0.3)[0]

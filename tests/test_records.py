@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from insightv_jax.data import records
+from insightv_jax.data import records, sources
 
 
 def _q(**kw):
@@ -66,7 +66,7 @@ def test_jsonl_and_array_record_round_trip(tmp_path):
   records.write_jsonl(str(tmp_path / "r.jsonl"), recs)
   assert list(records.read_jsonl(str(tmp_path / "r.jsonl"))) == recs
   records.write_array_record(str(tmp_path / "r.ar"), recs)
-  src = records.ArrayRecordSource(str(tmp_path / "r.ar"))
+  src = sources.ArrayRecordSource(str(tmp_path / "r.ar"))
   assert len(src) == 5
   assert [records.loads(src[i][1], src[i][0]) for i in range(5)] == recs
   assert src[2][0] == "r.ar[2]"

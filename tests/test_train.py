@@ -138,6 +138,7 @@ def test_frozen_parameters_get_no_update_and_no_optimizer_state(tiny_model):
   from flax import nnx
 
   from insightv_jax import sharding
+  from insightv_jax.data.batches import SftBatch, TokenRows
   from insightv_jax.train import optim, steps
   from insightv_jax.train import state as state_lib
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
@@ -153,12 +154,11 @@ def test_frozen_parameters_get_no_update_and_no_optimizer_state(tiny_model):
   assert n_state <= 2 * n_trained + 8  # moments only for trained parameters
   rng = np.random.default_rng(0)
   ids = jax.numpy.asarray(rng.integers(0, 200, (2, 16)), jax.numpy.int32)
-  batch = {"input_ids": ids, "loss_mask": jax.numpy.ones_like(ids), "segment_ids": jax.numpy.ones_like(ids),
-           "positions": jax.numpy.broadcast_to(jax.numpy.arange(16), (2, 16)),
-           "pixel_values": jax.numpy.asarray(rng.normal(size=(2, 5, 3, 28, 28)), jax.numpy.float32),
-           "image_sizes": jax.numpy.asarray([[40, 60], [56, 30]], jax.numpy.int32)}
-  ids_img = ids.at[:, 2:4].set(tiny_model.cfg.image_token_index)
-  batch["input_ids"] = ids_img
+  tokens = TokenRows(input_ids=ids.at[:, 2:4].set(tiny_model.cfg.image_token_index),
+                     loss_mask=jax.numpy.ones_like(ids), segment_ids=jax.numpy.ones_like(ids),
+                     positions=jax.numpy.broadcast_to(jax.numpy.arange(16), (2, 16)))
+  batch = SftBatch(tokens=tokens, pixel_values=jax.numpy.asarray(rng.normal(size=(2, 5, 3, 28, 28)), jax.numpy.float32),
+                   image_sizes=jax.numpy.asarray([[40, 60], [56, 30]], jax.numpy.int32))
   step = jax.jit(steps.make_train_step(graphdef, lambda g, p, b, r: steps.sft_loss(g, p, b), tx, trainable))
   state, _ = step({"step": jax.numpy.zeros((), jax.numpy.int32), "params": params, "opt_state": opt_state}, batch)
   moved = jax.tree.map(lambda a, b: bool((a != b).any()), params, state["params"])

@@ -1,6 +1,6 @@
 """Grain input pipelines for SFT and DPO.
 
-    source (ArrayRecord | TFDS | JSONL in memory)
+    source (ArrayRecord | TFDS | JSONL in memory: `sources.open_source`)
       -> this process's slice (index % process_count == process_index)   disjoint, complete coverage
       -> shuffle (seed, reshuffled every epoch) -> repeat(num_epochs)
       -> Encoder: parse + validate record, decode image, AnyRes tiles, chat template + tokenize, truncate
@@ -9,36 +9,35 @@
 Iterator state (`get_state` / `set_state`, or Orbax via `grain.checkpoint`) resumes exactly.
 
 Bad records (unparseable, failed validation, missing or corrupt image, over-long) are skipped with a log
-line naming the record (file[index] and id) and counted in the batch's `num_skipped`; with
+line naming the record (file[index] and id) and counted in the element's `BatchStats.skipped`; with
 `strict=True` the first one raises instead.
 
 Truncation policy: an example longer than max_len keeps its whole prompt (image tokens are never cut) and
 loses the end of its reply, provided at least `min_target_tokens` reply tokens remain; otherwise it is
 skipped as over-long.
 
-Batch (SFT), local to this process, B = batch_size // process_count, T = max_len, I = B * images_per_row:
-  input_ids, loss_mask, segment_ids, positions   [B, T] int32   (segment 0 = padding)
-  pixel_values [I, n, 3, tile, tile] float32, image_sizes [I, 2] int32; row r owns image slots
-  [r * images_per_row, (r + 1) * images_per_row) in the order of its placeholders; unused slots are zeros
-  with size (0, 0), which the model counts as zero image tokens (so rows can be split into micro-batches)
-  num_skipped [] int32 (records skipped while filling this batch; a finite pipeline's last batch may be
-  all padding when it only reports records skipped at the very end)
-Batch (DPO): chosen_* and rejected_* versions of the [B, T] fields (no packing); images shared, once.
+Elements: `batches.Loaded(batch, stats)`, local to this process (B = batch_size // process_count rows,
+T = max_len, I = B * images_per_row image slots; shapes and dtypes in insightv_jax/data/batches.py):
+  SFT  `SftBatch`: tokens [B, T] (padded, or packed with segment ids), pixel_values [I, n, 3, tile, tile],
+       image_sizes [I, 2]
+  DPO  `DpoBatch`: chosen and rejected tokens [B, T] (no packing), images shared, once; ref_logps [B, 2] when
+       the records carry reference log-probs
+  stats `BatchStats`: records skipped while filling this batch (outside the batch: the step never sees it)
+`abstract_batch` gives the global batch the train step takes, as `jax.ShapeDtypeStruct`s with shardings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-from typing import Any, Sequence
+from typing import Any
 
 import grain
 import numpy as np
 
 from insightv_jax.data import prompts, records, templates
-from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess
+from insightv_jax.data.batches import BatchStats, DpoBatch, Geometry, Loaded, SftBatch, TokenRows
+from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess, stack_batch
 from insightv_jax.model import anyres
 from insightv_jax.model.config import LlavaConfig
 
@@ -71,6 +70,11 @@ class LoaderConfig:
   prefetch_buffer_size: int = 4
   format: str = "auto"
 
+  @classmethod
+  def from_config(cls, data_cfg) -> LoaderConfig:
+    """From a job config's `data` section (configs/train_base.py); `source` and `paths` pick the source."""
+    return cls(**{k: v for k, v in data_cfg.items() if k not in ("source", "paths")})
+
 
 class BadRecord(Exception):
   """A record the loader cannot use; str() names the record and the reason."""
@@ -80,40 +84,6 @@ class BadRecord(Exception):
 class Skipped:
   where: str
   reason: str
-
-
-# --------------------------------------------------------------------------------------------- sources
-
-class JsonlSource:
-  """In-memory random-access source over JSONL files; elements are (where, line bytes)."""
-
-  def __init__(self, paths: str | Sequence[str]):
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    self._items: list[tuple[str, bytes]] = []
-    for p in paths:
-      with open(p, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-          if line.strip():
-            self._items.append((f"{p}:{lineno}", line))
-
-  def __len__(self):
-    return len(self._items)
-
-  def __getitem__(self, i):
-    return self._items[i]
-
-
-class InMemorySource:
-  """Records held in memory (tests, small evals); elements are (where, JSON bytes)."""
-
-  def __init__(self, recs: Sequence[records.Record], name: str = "memory"):
-    self._items = [(f"{name}[{i}]", r.dumps().encode()) for i, r in enumerate(recs)]
-
-  def __len__(self):
-    return len(self._items)
-
-  def __getitem__(self, i):
-    return self._items[i]
 
 
 # --------------------------------------------------------------------------------------------- encoder
@@ -201,13 +171,12 @@ class Encoder:
 # --------------------------------------------------------------------------------------------- batcher
 
 class Batcher(grain.IterDataset):
-  """Examples -> fixed-shape batches (padding, or first-fit packing for SFT), counting skipped records."""
+  """Examples -> `Loaded(batch, stats)` of fixed shapes (padding, or first-fit packing for SFT)."""
 
-  def __init__(self, parent: grain.IterDataset, cfg: LoaderConfig, *, batch_size: int, num_tiles: int, tile: int,
-               pad_id: int, dpo: bool):
+  def __init__(self, parent: grain.IterDataset, cfg: LoaderConfig, *, geometry: Geometry, pad_id: int,
+               batch_type: type[SftBatch] | type[DpoBatch]):
     super().__init__(parent)
-    self.cfg, self.batch_size, self.num_tiles, self.tile = cfg, batch_size, num_tiles, tile
-    self.pad_id, self.dpo = pad_id, dpo
+    self.cfg, self.geometry, self.pad_id, self.batch_type = cfg, geometry, pad_id, batch_type
 
   def __iter__(self):
     return _BatchIterator(self._parent.__iter__(), self)
@@ -226,10 +195,11 @@ class _BatchIterator(grain.DatasetIterator):
       return ex
     return next(self._parent)
 
-  def __next__(self):
-    ds, cfg = self.ds, self.ds.cfg
-    B, T = ds.batch_size, cfg.max_len
-    keys = ("chosen", "rejected") if ds.dpo else ("sft",)
+  def __next__(self) -> Loaded:
+    ds, cfg, g = self.ds, self.ds.cfg, self.ds.geometry
+    B, T = g.rows, g.max_len
+    dpo = ds.batch_type is DpoBatch
+    keys = ("chosen", "rejected") if dpo else ("sft",)
     rows: list[list[dict]] = [[] for _ in range(B)]  # the examples of each row, in reading order
     row_len, row_imgs = [0] * B, [0] * B
     skipped, filled = 0, 0
@@ -247,7 +217,7 @@ class _BatchIterator(grain.DatasetIterator):
       n_img, length = len(ex["tiles"]), max(len(ex[k][0]) for k in keys)
       candidates = range(min(filled + 1, B)) if cfg.pack else ([filled] if filled < B else [])
       slot = next((r for r in candidates
-                   if row_len[r] + length <= T and row_imgs[r] + n_img <= cfg.images_per_row), None)
+                   if row_len[r] + length <= T and row_imgs[r] + n_img <= g.images_per_row), None)
       if slot is None:  # the batch is full: this example opens the next one
         self._held, self._state_before_held = ex, state_before
         break
@@ -255,21 +225,24 @@ class _BatchIterator(grain.DatasetIterator):
       rows[slot].append(ex)
       row_len[slot] += length
       row_imgs[slot] += n_img
-    batch: dict[str, np.ndarray] = {}
-    for k in keys:
-      prefix = "" if k == "sft" else f"{k}_"
-      for name, arr in _layout([[ex[k] for ex in row] for row in rows], T, ds.pad_id).items():
-        batch[prefix + name] = arr
+    tokens = {k: _layout([[ex[k] for ex in row] for row in rows], T, ds.pad_id) for k in keys}
     examples = [ex for row in rows for ex in row]
-    row_images = [[img for ex in row for img in zip(ex["tiles"], ex["sizes"])] for row in rows]
-    batch.update(_stack_images(row_images, cfg.images_per_row, ds.num_tiles, ds.tile))
-    if ds.dpo and any("ref_logps" in ex for ex in examples):
+    slots = []  # row r's images, then empty slots up to images_per_row
+    for row in rows:
+      images = [img for ex in row for img in zip(ex["tiles"], ex["sizes"])]
+      slots += images + [None] * (g.images_per_row - len(images))
+    pixel_values, image_sizes = stack_batch(slots, g.num_tiles, g.tile)
+    stats = BatchStats(skipped=skipped)
+    if not dpo:
+      return Loaded(SftBatch(tokens=tokens["sft"], pixel_values=pixel_values, image_sizes=image_sizes), stats)
+    ref_logps = None
+    if any("ref_logps" in ex for ex in examples):
       if not all("ref_logps" in ex for ex in examples):
         raise BadRecord("a DPO batch mixes pairs with and without precomputed reference log-probs")
-      batch["ref_logps"] = np.zeros((B, 2), np.float32)
-      batch["ref_logps"][:len(examples)] = np.stack([ex["ref_logps"] for ex in examples])
-    batch["num_skipped"] = np.asarray(skipped, np.int32)
-    return batch
+      ref_logps = np.zeros((B, 2), np.float32)
+      ref_logps[:len(examples)] = np.stack([ex["ref_logps"] for ex in examples])
+    return Loaded(DpoBatch(chosen=tokens["chosen"], rejected=tokens["rejected"], pixel_values=pixel_values,
+                           image_sizes=image_sizes, ref_logps=ref_logps), stats)
 
   def get_state(self):
     parent = self._parent.get_state() if self._held is None else self._state_before_held
@@ -281,7 +254,8 @@ class _BatchIterator(grain.DatasetIterator):
     self._state_before_held = None
 
 
-def _layout(rows: list[list[tuple[np.ndarray, np.ndarray]]], T: int, pad_id: int) -> dict[str, np.ndarray]:
+def _layout(rows: list[list[tuple[np.ndarray, np.ndarray]]], T: int, pad_id: int) -> TokenRows:
+  """Each row's (ids, mask) segments, in order, laid out left-aligned in [B, T] rows (see batches.TokenRows)."""
   B = len(rows)
   ids = np.full((B, T), pad_id, np.int32)
   mask = np.zeros((B, T), np.int32)
@@ -294,26 +268,40 @@ def _layout(rows: list[list[tuple[np.ndarray, np.ndarray]]], T: int, pad_id: int
       ids[r, at:at + n], mask[r, at:at + n], seg[r, at:at + n] = x, m, s
       pos[r, at:at + n] = np.arange(n)
       at += n
-  return {"input_ids": ids, "loss_mask": mask, "segment_ids": seg, "positions": pos}
-
-
-def _stack_images(row_images, per_row: int, num_tiles: int, tile: int) -> dict[str, np.ndarray]:
-  """Row r owns image slots [r * per_row, (r + 1) * per_row); empty slots have size (0, 0) = no tokens."""
-  I = len(row_images) * per_row
-  pv = np.zeros((I, num_tiles, 3, tile, tile), np.float32)
-  sizes = np.zeros((I, 2), np.int32)
-  for r, images in enumerate(row_images):
-    for j, (tiles, size) in enumerate(images):
-      pv[r * per_row + j, :len(tiles)] = tiles
-      sizes[r * per_row + j] = size
-  return {"pixel_values": pv, "image_sizes": sizes}
+  return TokenRows(input_ids=ids, loss_mask=mask, segment_ids=seg, positions=pos)
 
 
 # --------------------------------------------------------------------------------------------- pipeline
 
-def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *, dpo: bool = False,
-                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The full pipeline for this process; iterate it, or `iter(...)` for a checkpointable iterator."""
+def geometry(cfg: LoaderConfig, model_cfg: LlavaConfig, process_count: int = 1) -> Geometry:
+  """The shapes of this process's batches (rows = batch_size // process_count); process_count=1: global."""
+  v = model_cfg.vision
+  return Geometry(rows=cfg.batch_size // process_count, max_len=cfg.max_len, images_per_row=cfg.images_per_row,
+                  num_tiles=anyres.max_patches(model_cfg.image_grid_pinpoints, v.image_size), tile=v.image_size)
+
+
+def abstract_batch(cfg: LoaderConfig, model_cfg: LlavaConfig, mesh=None, *,
+                   batch_type: type[SftBatch] | type[DpoBatch] = SftBatch, ref_logps: bool = False):
+  """The GLOBAL batch the train step takes, as `jax.ShapeDtypeStruct`s sharded over the mesh's batch axes.
+
+  E.g. the tiny SFT config (batch_size 4, max_len 384, one 56-px image on a 2x2 grid of 28-px tiles):
+  tokens.input_ids (4, 384) int32, pixel_values (4, 5, 3, 28, 28) float32, image_sizes (4, 2) int32.
+  ref_logps (DPO only): whether the pairs carry precomputed reference log-probs.
+  """
+  g = geometry(cfg, model_cfg)
+  if batch_type is DpoBatch:
+    return DpoBatch.abstract(g, mesh, ref_logps=ref_logps)
+  return SftBatch.abstract(g, mesh)
+
+
+def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *,
+                 batch_type: type[SftBatch] | type[DpoBatch] = SftBatch, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
+  """The full pipeline for this process: elements are `Loaded(batch, stats)` with `batch_type` batches.
+
+  Iterate it, or `iter(...)` for a checkpointable iterator (`get_state` / `set_state`).
+  """
+  dpo = batch_type is DpoBatch
   if cfg.batch_size % process_count:
     raise ValueError(f"batch_size={cfg.batch_size} is not divisible by process_count={process_count}")
   if dpo and cfg.pack:
@@ -330,31 +318,8 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
   ds = ds.map(Encoder(cfg, model_cfg, tokenizer))
   it = ds.to_iter_dataset()
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  it = Batcher(it, cfg, batch_size=cfg.batch_size // process_count,
-               num_tiles=anyres.max_patches(model_cfg.image_grid_pinpoints, model_cfg.vision.image_size),
-               tile=model_cfg.vision.image_size, pad_id=pad_id, dpo=dpo)
+  it = Batcher(it, cfg, geometry=geometry(cfg, model_cfg, process_count), pad_id=pad_id, batch_type=batch_type)
   if cfg.worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
                                                      per_worker_buffer_size=cfg.prefetch_buffer_size))
   return it
-
-
-def open_source(kind: str, paths: str | Sequence[str], split: str = "train"):
-  """kind: 'array_record' (paths: files), 'jsonl' (paths: files), 'tfds' (paths: a prepared builder dir)."""
-  listed = [paths] if isinstance(paths, str) else list(paths)
-  missing = [p for p in listed if not os.path.exists(p)]
-  if missing or not listed:
-    raise FileNotFoundError(f"{kind} data source: {'no paths given' if not listed else 'no such file or folder'}"
-                            f"{': ' + ', '.join(map(repr, missing)) if missing else ''} (data paths: {listed})")
-  if kind == "array_record":
-    return records.ArrayRecordSource(paths)
-  if kind == "jsonl":
-    return JsonlSource(paths)
-  if kind == "tfds":
-    from insightv_jax.data.tfds_source import TfdsRecordSource
-    return TfdsRecordSource(paths if isinstance(paths, str) else paths[0], split)
-  raise ValueError(f"unknown source kind {kind!r}; expected array_record, jsonl or tfds")
-
-
-def describe(batch: dict[str, np.ndarray]) -> str:
-  return json.dumps({k: list(v.shape) for k, v in batch.items()})

@@ -11,7 +11,8 @@ Images are `ImageRef`s: a path relative to the dataset root (never absolute, nev
 embedded encoded bytes (base64 in JSON). Validation errors are `RecordError`s naming the record (file and
 line or index, and id) and the field.
 
-I/O: `write_jsonl` / `read_jsonl` (human-facing), `write_array_record` / `ArrayRecordSource` (training).
+I/O: `write_jsonl` / `read_jsonl` (human-facing), `write_array_record` (training; read back through
+`insightv_jax.data.sources`).
 """
 
 from __future__ import annotations
@@ -332,25 +333,3 @@ def write_array_record(path: str, records: Iterable[Record]) -> int:
     finally:
       writer.close()
   return n
-
-
-class ArrayRecordSource:
-  """A random-access source of raw record bytes over ArrayRecord files (Grain `RandomAccessDataSource`).
-
-  Elements are (where, bytes) so that a bad record can be named by file and index downstream.
-  """
-
-  def __init__(self, paths: str | list[str]):
-    import grain
-    self.paths = [paths] if isinstance(paths, str) else list(paths)
-    self._src = grain.sources.ArrayRecordDataSource(self.paths)
-    self._names = ",".join(os.path.basename(p) for p in self.paths)
-
-  def __len__(self) -> int:
-    return len(self._src)
-
-  def __getitem__(self, i: int) -> tuple[str, bytes]:
-    return f"{self._names}[{i}]", self._src[i]
-
-  def __repr__(self):
-    return f"ArrayRecordSource({self.paths})"

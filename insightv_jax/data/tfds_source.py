@@ -1,11 +1,15 @@
 """A TFDS dataset of our records, built and read without TensorFlow (ArrayRecord file format).
 
-    prepare_tfds(data_dir, {"train": "train.jsonl", "val": "val.jsonl"}, image_root="root/")
-    source = TfdsRecordSource(f"{data_dir}/insightv_records/1.0.0", "train")   # Grain-ready
+    builder_dir = prepare_tfds(data_dir, {"train": "train.jsonl", "val": "val.jsonl"}, image_root="root/")
+    source = sources.open_source("tfds", builder_dir, split="train")   # a TfdsRecordSource, Grain-ready
 
 Each example stores the record JSON (with its image reference removed) and the image's encoded bytes
 (TFDS's Image feature needs TensorFlow to encode, so bytes are kept as they are and decoded by the
 loader with Pillow). A record may hold at most one image here.
+
+The builder stays in this module (Grain worker processes import it by name); training opens a prepared
+builder folder through `insightv_jax.data.sources.open_source("tfds", ...)`, which imports this module (and
+TensorFlow Datasets) only then.
 """
 
 from __future__ import annotations

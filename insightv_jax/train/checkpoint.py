@@ -1,10 +1,10 @@
 """Orbax checkpoints of the whole run: train state (params, optimizer, step) + Grain iterator state.
 
-    ckpt = Checkpointer(workdir, every=100, keep=3)
-    step, state = ckpt.restore_or(init_state, iterator)    # resumes the latest committed step, if any
-    ckpt.maybe_save(step, state, iterator)                   # async; every `every` steps
-    ckpt.save(step, state, iterator, force=True)             # at the end, on SIGTERM
-    ckpt.close()
+    ckpt = Checkpointer(workdir, keep=3)
+    step, state = ckpt.restore_or(abstract_state, iterator)  # resumes the latest committed step, if any
+    ckpt.save(step, state, iterator)                          # async (the loop calls it every N steps)
+    ckpt.save(step, state, iterator, force=True)              # at the end, on SIGTERM
+    ckpt.close()                                              # waits for pending saves
 
 The data iterator is saved per process (`grain.checkpoint.CheckpointHandler` writes one file per
 process), so a multi-host run resumes each host's shard exactly. Only committed steps are restored; a
@@ -22,8 +22,7 @@ from absl import logging
 
 
 class Checkpointer:
-  def __init__(self, workdir: str, *, every: int, keep: int = 3, async_save: bool = True):
-    self.every = every
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                            create=True)
@@ -50,14 +49,6 @@ class Checkpointer:
     if saved:
       logging.info("checkpoint %d %s", step, "saving (async)" if not force else "saved")
     return saved
-
-  def maybe_save(self, step: int, state, iterator) -> bool:
-    if self.every and step % self.every == 0:
-      return self.save(step, state, iterator)
-    return False
-
-  def wait(self):
-    self.manager.wait_until_finished()
 
   def close(self):
     self.manager.wait_until_finished()

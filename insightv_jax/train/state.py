@@ -1,15 +1,84 @@
-"""Building the train state born sharded: model (random, HF or our params), optimizer state, shardings."""
+"""Building the train state born sharded: model (random, HF or our params), optimizer state, shardings.
+
+    setup = build_train_state(config, model_cfg, mesh, reference_model=task.reference_model(config))
+    setup.state       # {"step": int32 [], "params": ..., "opt_state": ...[, "ref_params": ...]}, on the mesh
+    setup.shardings   # the same keys: NamedShardings
+    setup.graphdef, setup.tx, setup.trainable
+
+The train loop builds it for real; the dry run builds it with `abstract=True` (`jax.ShapeDtypeStruct`
+leaves carrying their shardings, nothing allocated), so both compile the same step over the same state.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from insightv_jax import checkpoints, sharding
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.model.llava import LlavaNext, abstract_model
+from insightv_jax.train import optim
+
+
+@dataclasses.dataclass
+class TrainSetup:
+  """graphdef: the model's structure; state / shardings: the train state and its shardings (same keys);
+  tx: the optimizer; trainable: a pytree of bools like params (False = frozen)."""
+
+  graphdef: Any
+  state: dict
+  shardings: dict
+  tx: optax.GradientTransformation
+  trainable: Any
+
+  def param_counts(self) -> tuple[int, int]:
+    """(parameters, trained parameters) of the policy (a reference copy is not counted)."""
+    leaves = jax.tree.leaves(self.state["params"])
+    n = sum(int(np.prod(x.shape)) for x in leaves)
+    trained = sum(int(np.prod(x.shape)) for x, t in zip(leaves, jax.tree.leaves(self.trainable)) if t)
+    return n, trained
+
+
+def build_train_state(config, model_cfg: LlavaConfig, mesh, *, reference_model: bool = False,
+                      abstract: bool = False) -> TrainSetup:
+  """The train state of `config` (model, optim) on `mesh`, born sharded.
+
+  reference_model: add "ref_params", a frozen copy of the starting params (DPO against the round's starting
+  policy; checkpointed with the run). abstract: ShapeDtypeStructs only (the dry run); the model is not
+  loaded from config.model.init then, only shaped by `model_cfg`.
+  """
+  if abstract:
+    graphdef, abs_state = nnx.split(abstract_model(model_cfg))
+    param_shardings = sharding.pure_dict_shardings(abs_state, mesh)
+    params = abstract_like(nnx.to_pure_dict(abs_state), param_shardings)
+  else:
+    with sharding.use_mesh(mesh):
+      model = init_model(config.model, model_cfg, mesh, seed=config.seed)
+    graphdef, params = params_of(model)
+    del model
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+  trainable = optim.trainable_mask(params, list(config.optim.freeze))
+  tx = optim.make_optimizer(config.optim, trainable)
+  opt_shardings = opt_state_shardings(tx, params, param_shardings, mesh)
+  repl = sharding.replicated(mesh)
+  if abstract:
+    opt_state = abstract_like(jax.eval_shape(tx.init, params), opt_shardings)
+    step = jax.ShapeDtypeStruct((), jnp.int32, sharding=repl)
+  else:
+    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+    step = zeros_step(mesh)
+  state = {"step": step, "params": params, "opt_state": opt_state}
+  shardings = {"step": repl, "params": param_shardings, "opt_state": opt_shardings}
+  if reference_model:
+    state["ref_params"] = params if abstract else jax.tree.map(lambda x: x.copy(), params)
+    shardings["ref_params"] = param_shardings
+  return TrainSetup(graphdef=graphdef, state=state, shardings=shardings, tx=tx, trainable=trainable)
 
 
 def model_config(cfg, tokenizer=None) -> LlavaConfig:

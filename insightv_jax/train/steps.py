@@ -4,7 +4,10 @@ A loss function returns (sum of per-item losses, aux) where aux["count"] is the 
 sum runs over (target tokens for SFT, pairs for DPO); the step divides summed gradients by the total
 count, so accumulating A micro-batches gives exactly the gradient of the full batch.
 
-State: {"step": int32 [], "params": pure dict of arrays, "opt_state": optax state}.
+State: {"step": int32 [], "params": pure dict of arrays, "opt_state": optax state} and, for DPO against a
+frozen reference model, "ref_params" (train/state.py builds it). Batches: `SftBatch` / `DpoBatch`
+(insightv_jax/data/batches.py). `compile_train_step` jits a step with its shardings and compiles it ahead
+of time; the train loop and the dry run both use it.
 """
 
 from __future__ import annotations
@@ -16,38 +19,39 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from insightv_jax import sharding
+from insightv_jax.data.batches import DpoBatch, SftBatch
 from insightv_jax.train import losses
 
 
-def sft_loss(graphdef, params, batch, *, chunk: int = 512):
+def sft_loss(graphdef, params, batch: SftBatch, *, chunk: int = 512):
   model = nnx.merge(graphdef, params)
-  h, _ = model.hidden_states(batch["input_ids"], batch.get("pixel_values"), batch.get("image_sizes"),
-                             segment_ids=batch["segment_ids"], positions=batch["positions"])
-  _, nll, weights = losses.masked_cross_entropy(h, model.logits, batch["input_ids"], batch["loss_mask"],
-                                                batch["segment_ids"], chunk)
+  t = batch.tokens
+  h, _ = model.hidden_states(t.input_ids, batch.pixel_values, batch.image_sizes, segment_ids=t.segment_ids,
+                             positions=t.positions)
+  _, nll, weights = losses.masked_cross_entropy(h, model.logits, t.input_ids, t.loss_mask, t.segment_ids, chunk)
   return nll.sum(), {"count": weights.sum()}
 
 
-def pair_logprobs(graphdef, params, batch, *, chunk: int = 512):
+def pair_logprobs(graphdef, params, batch: DpoBatch, *, chunk: int = 512):
   """Chosen and rejected sequence log-probs from ONE forward over [chosen; rejected], images encoded once.
 
-  Returns (logps [2b], token counts [2b]) with the chosen rows first.
+  Returns (logps [2B], token counts [2B]) with the chosen rows first.
   """
   model = nnx.merge(graphdef, params)
   feats = None
-  if "pixel_values" in batch:
-    feats = model.image_features(batch["pixel_values"], batch["image_sizes"])
-  cat = lambda k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]], axis=0)
-  ids, seg = cat("input_ids"), cat("segment_ids")
-  x = jnp.concatenate([model.embed(batch["chosen_input_ids"], feats),
-                       model.embed(batch["rejected_input_ids"], feats)], axis=0)
-  h, _ = model.language_model(x, seg, cat("positions"))
-  return losses.sequence_logprobs(h, model.logits, ids, cat("loss_mask"), seg, chunk)
+  if batch.pixel_values is not None:
+    feats = model.image_features(batch.pixel_values, batch.image_sizes)
+  rows = jax.tree.map(lambda c, r: jnp.concatenate([c, r], axis=0), batch.chosen, batch.rejected)  # [2B, T]
+  x = jnp.concatenate([model.embed(batch.chosen.input_ids, feats),
+                       model.embed(batch.rejected.input_ids, feats)], axis=0)
+  h, _ = model.language_model(x, rows.segment_ids, rows.positions)
+  return losses.sequence_logprobs(h, model.logits, rows.input_ids, rows.loss_mask, rows.segment_ids, chunk)
 
 
-def dpo_loss(graphdef, params, batch, *, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-             sft_weight: float = 0.0, chunk: int = 512, ref_params=None):
-  """DPO on a batch of pairs; reference log-probs from batch["ref_logps"] [b, 2] or from `ref_params`."""
+def dpo_loss(graphdef, params, batch: DpoBatch, *, beta: float, loss_type: str = "sigmoid",
+             label_smoothing: float = 0.0, sft_weight: float = 0.0, chunk: int = 512, ref_params=None):
+  """DPO on a batch of pairs; reference log-probs from `ref_params` if given, else batch.ref_logps [B, 2]."""
   logp, count = pair_logprobs(graphdef, params, batch, chunk=chunk)
   b = logp.shape[0] // 2
   if ref_params is not None:
@@ -55,7 +59,7 @@ def dpo_loss(graphdef, params, batch, *, beta: float, loss_type: str = "sigmoid"
     ref_logp = jax.lax.stop_gradient(ref_logp)
     ref_c, ref_r = ref_logp[:b], ref_logp[b:]
   else:
-    ref_c, ref_r = batch["ref_logps"][:, 0], batch["ref_logps"][:, 1]
+    ref_c, ref_r = batch.ref_logps[:, 0], batch.ref_logps[:, 1]
   pc, pr = logp[:b], logp[b:]
   if loss_type == "ipo":  # IPO is defined on length-averaged log-probs
     nc, nr = jnp.maximum(count[:b], 1), jnp.maximum(count[b:], 1)
@@ -87,7 +91,6 @@ def make_train_step(graphdef, loss_fn: Callable, tx: optax.GradientTransformatio
       return loss_fn(graphdef, p, mb, ref)
 
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-    batch = {k: v for k, v in batch.items() if k != "num_skipped"}
     if accum_steps == 1:
       (loss_sum, aux), grads = grad_fn(params, batch)
     else:
@@ -112,3 +115,32 @@ def make_train_step(graphdef, loss_fn: Callable, tx: optax.GradientTransformatio
     return {**state, "step": state["step"] + 1, "params": new_params, "opt_state": opt_state}, metrics
 
   return step
+
+
+def compile_train_step(step_fn: Callable, abstract_state, abstract_batch, mesh):
+  """`step_fn` jitted and compiled ahead of time for these abstract inputs.
+
+  abstract_state / abstract_batch: pytrees of `jax.ShapeDtypeStruct`s whose shardings become the step's
+  in_shardings (the state's also its out_shardings; metrics come back replicated). The state is donated.
+  """
+  shardings = lambda tree: jax.tree.map(lambda x: x.sharding, tree)
+  jitted = jax.jit(step_fn, in_shardings=(shardings(abstract_state), shardings(abstract_batch)),
+                   out_shardings=(shardings(abstract_state), sharding.replicated(mesh)), donate_argnums=0)
+  with sharding.use_mesh(mesh):
+    return jitted.lower(abstract_state, abstract_batch).compile()
+
+
+def memory_gib(compiled) -> dict[str, float] | None:
+  """Per-device memory of a compiled step (`memory_analysis()`) in GiB; None where the backend has none.
+
+  peak_estimate = arguments + temporaries + outputs - aliased (donated state reused for the new state).
+  """
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return None
+  gib = lambda x: round(x / 2**30, 3)
+  return {"arguments": gib(mem.argument_size_in_bytes), "outputs": gib(mem.output_size_in_bytes),
+          "temporaries": gib(mem.temp_size_in_bytes), "aliased": gib(mem.alias_size_in_bytes),
+          "generated_code": gib(mem.generated_code_size_in_bytes),
+          "peak_estimate": gib(mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
+                               - mem.alias_size_in_bytes)}
