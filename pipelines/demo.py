@@ -154,5 +154,7 @@ def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
 class _Silent:
   """A 'reasoning agent' that writes an empty chain: the summary agent must answer on its own."""
 
+  prompts = prompts.get_preset("ours")
+
   def complete(self, conversations, images, **kw):
     return ["" for _ in conversations]
