@@ -32,18 +32,38 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 
 @dataclasses.dataclass(frozen=True)
 class ImageProcessorConfig:
-  """tile: the tower's input size; pinpoints: AnyRes resolutions [(h, w), ...]; mean/std per channel."""
+  """An image's way into the model: preprocessing and the AnyRes geometry that counts its tokens.
+
+  tile: the tower's input size; pinpoints: AnyRes resolutions [(h, w), ...]; mean/std per channel.
+  patches_per_side / tokens_per_tile: the tower's patch grid and the features a tile gives after the
+  projector (`LlavaConfig.tokens_per_tile`); `for_model` fills them, and `num_image_tokens` needs them.
+  """
 
   tile: int
   pinpoints: tuple[tuple[int, int], ...]
   mean: tuple[float, float, float] = CLIP_MEAN
   std: tuple[float, float, float] = CLIP_STD
+  patches_per_side: int = 0
+  tokens_per_tile: int = 0
 
   @classmethod
   def for_model(cls, cfg: LlavaConfig) -> ImageProcessorConfig:
     siglip = cfg.vision.model_type == "siglip_vision_model"
     return cls(tile=cfg.vision.image_size, pinpoints=tuple(cfg.image_grid_pinpoints),
-               mean=SIGLIP_MEAN if siglip else CLIP_MEAN, std=SIGLIP_STD if siglip else CLIP_STD)
+               mean=SIGLIP_MEAN if siglip else CLIP_MEAN, std=SIGLIP_STD if siglip else CLIP_STD,
+               patches_per_side=cfg.vision.patches_per_side, tokens_per_tile=cfg.tokens_per_tile)
+
+  @property
+  def num_tiles(self) -> int:
+    """Tiles of the largest AnyRes grid plus the base tile: the tile slots of one image."""
+    return int(anyres.max_patches(self.pinpoints, self.tile))
+
+  def num_image_tokens(self, height: int, width: int) -> int:
+    """How many `<image>` tokens an image of (height, width) pixels becomes (base tile + unpadded grid)."""
+    if not self.patches_per_side:
+      raise ValueError("ImageProcessorConfig without the patch geometry: build it with for_model(cfg)")
+    return int(anyres.num_image_tokens(height, width, self.pinpoints, self.tile, self.patches_per_side,
+                                       self.tokens_per_tile))
 
 
 class ImageDecodeError(ValueError):

@@ -38,7 +38,6 @@ import numpy as np
 from insightv_jax.data import prompts, records, templates
 from insightv_jax.data.batches import BatchStats, DpoBatch, Geometry, Loaded, SftBatch, TokenRows
 from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess, stack_batch
-from insightv_jax.model import anyres
 from insightv_jax.model.config import LlavaConfig
 
 log = logging.getLogger(__name__)
@@ -96,10 +95,7 @@ class Encoder:
     self.tokenizer = tokenizer
     self.template = templates.TEMPLATES[cfg.template]
     self.proc = ImageProcessorConfig.for_model(model_cfg)
-    v = model_cfg.vision
-    self.geometry = (model_cfg.image_grid_pinpoints, v.image_size, v.patches_per_side, model_cfg.tokens_per_tile)
     self.image_token_id = model_cfg.image_token_index
-    self.num_tiles = anyres.max_patches(model_cfg.image_grid_pinpoints, v.image_size)
 
   def __call__(self, element: tuple[str, bytes]):
     where, raw = element
@@ -127,7 +123,7 @@ class Encoder:
       t, (h, w) = preprocess(decode(data, f"{where} (id={rec.id!r})"), self.proc)
       tiles.append(t)
       sizes.append((h, w))
-      counts.append(int(anyres.num_image_tokens(h, w, *self.geometry)))
+      counts.append(self.proc.num_image_tokens(h, w))
     out: dict[str, Any] = {"tiles": tiles, "sizes": sizes}
     if isinstance(rec, records.DPOPair):
       for side in ("chosen", "rejected"):
@@ -275,9 +271,9 @@ def _layout(rows: list[list[tuple[np.ndarray, np.ndarray]]], T: int, pad_id: int
 
 def geometry(cfg: LoaderConfig, model_cfg: LlavaConfig, process_count: int = 1) -> Geometry:
   """The shapes of this process's batches (rows = batch_size // process_count); process_count=1: global."""
-  v = model_cfg.vision
+  proc = ImageProcessorConfig.for_model(model_cfg)
   return Geometry(rows=cfg.batch_size // process_count, max_len=cfg.max_len, images_per_row=cfg.images_per_row,
-                  num_tiles=anyres.max_patches(model_cfg.image_grid_pinpoints, v.image_size), tile=v.image_size)
+                  num_tiles=proc.num_tiles, tile=proc.tile)
 
 
 def abstract_batch(cfg: LoaderConfig, model_cfg: LlavaConfig, mesh=None, *,

@@ -26,7 +26,6 @@ from PIL import Image
 from insightv_jax.data import prompts, templates
 from insightv_jax.data.images import ImageProcessorConfig, preprocess, stack_batch
 from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
-from insightv_jax.model import anyres
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +59,7 @@ class Agent:
     self.model, self.tokenizer, self.gen = model, tokenizer, gen
     self.prompts = prompts.get_preset(preset)
     self.template = templates.TEMPLATES[template]
-    cfg = model.cfg
-    self.proc = ImageProcessorConfig.for_model(cfg)
-    v = cfg.vision
-    self.geometry = (cfg.image_grid_pinpoints, v.image_size, v.patches_per_side, cfg.tokens_per_tile)
-    self.num_tiles = anyres.max_patches(cfg.image_grid_pinpoints, v.image_size)
+    self.proc = ImageProcessorConfig.for_model(model.cfg)
     self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stops = [self.template.stop, *stop_tokens]
     self.eos_ids = sorted({i for i in (tokenizer.convert_tokens_to_ids(s) for s in stops)
@@ -99,7 +94,7 @@ class Agent:
       if image is not None:
         tiles, (h, w) = preprocess(image, self.proc)
         slots.append((tiles, (h, w)))
-        counts.append(int(anyres.num_image_tokens(h, w, *self.geometry)))
+        counts.append(self.proc.num_image_tokens(h, w))
       else:
         slots.append(None)
         conv = [dict(m, content=m["content"].replace(templates.IMAGE_PLACEHOLDER + "\n", "")) for m in conv]
@@ -115,7 +110,7 @@ class Agent:
       ids[r, t - len(x):] = x
       mask[r, t - len(x):] = 1
     mask[len(encoded):, -1] = 1  # filler rows: one token so no row is empty
-    pv, sz = stack_batch(slots + [None] * (n - len(slots)), num_tiles=self.num_tiles, tile=self.proc.tile)
+    pv, sz = stack_batch(slots + [None] * (n - len(slots)), num_tiles=self.proc.num_tiles, tile=self.proc.tile)
     g = self.gen
     toks = np.asarray(generate(self.model, ids, jnp.asarray(pv), jnp.asarray(sz), mask,
                                max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
