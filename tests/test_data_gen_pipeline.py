@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
+from fake_server import JsonHandler, serve
 
 from configs.datagen import get_config
 from data_gen import assemble, pipeline, progressive
@@ -87,31 +86,26 @@ def test_composition_on_the_synthetic_world(tmp_path):
   assert sum(out["counts"]["paths_dropped"].values()) < 10  # malformed steps were mostly retried successfully
 
 
-class _Flaky(http.server.BaseHTTPRequestHandler):
+class _Flaky(JsonHandler):
   """An OpenAI-compatible server that answers the progressive protocol from the teacher, badly on purpose."""
 
   world = questions = None
   counter = 0
-  lock = threading.Lock()
-
-  def log_message(self, *a):
-    pass
-
   def do_POST(self):
     with self.lock:
       type(self).counter += 1
       n = self.counter
-    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    body = self.read_json()
     if n % 7 == 0:
-      return self._send(429, {"error": "rate limited"})
+      return self.send_json(429, {"error": "rate limited"})
     if n % 11 == 0:
-      return self._send(503, {"error": "overloaded"})
+      return self.send_json(503, {"error": "overloaded"})
     if n % 13 == 0:
       time.sleep(1.5)  # slower than the client's timeout
     if n % 17 == 0:
-      return self._raw(200, b"{not json")
+      return self.send_bytes(200, b"{not json")
     if n % 19 == 0:
-      return self._send(200, {"choices": []})
+      return self.send_json(200, {"choices": []})
     msgs = body["messages"]
     assert msgs[0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert self.headers["Authorization"] == "Bearer sk-test-secret"
@@ -127,17 +121,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
       s = task.steps[min(step, len(task.steps) - 1)]
       reply = json.dumps({"title": s.title, "content": s.content,
                           "next_action": "summary" if step >= len(task.steps) - 1 else "continue"})
-    self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
-
-  def _send(self, code, obj):
-    self._raw(code, json.dumps(obj).encode())
-
-  def _raw(self, code, data):
-    self.send_response(code)
-    self.send_header("Content-Type", "application/json")
-    self.send_header("Content-Length", str(len(data)))
-    self.end_headers()
-    self.wfile.write(data)
+    self.send_json(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
 
 
 @pytest.fixture
@@ -145,11 +129,8 @@ def flaky_server():
   cfg = _cfg(**{"questions": "synthetic:6"})
   world = pipeline.make_world(cfg)
   _Flaky.world, _Flaky.questions, _Flaky.counter = world, [world.question(i) for i in range(6)], 0
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-  server.shutdown()
+  with serve(_Flaky) as url:
+    yield url
 
 
 def test_openai_backend_survives_a_flaky_server(flaky_server, tmp_path, monkeypatch, caplog):

@@ -1,12 +1,11 @@
 """MathVista scored as the official scorer does (lupantech/MathVista evaluation/), and its LLM extraction through a
 local OpenAI-compatible server."""
 
-import http.server
 import json
 import os
-import threading
 
 import pytest
+from fake_server import JsonHandler, serve
 
 from insightv_jax.eval import scoring
 from insightv_jax.scoring import compat, mathvista
@@ -146,41 +145,26 @@ def test_score_mathvista_and_aggregate():
 
 # ------------------------------------------------------------------------------- LLM extraction, end to end
 
-class _Extractor(http.server.BaseHTTPRequestHandler):
+class _Extractor(JsonHandler):
   """An OpenAI-compatible server that fails the first request (503), then extracts "B" from any prompt."""
 
   requests: list = []
-  lock = threading.Lock()
-
-  def log_message(self, *a):
-    pass
 
   def do_POST(self):
-    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    body = self.read_json()
     with self.lock:
       type(self).requests.append((self.path, self.headers.get("Authorization"), body))
       n = len(self.requests)
     if n == 1:
-      return self._send(503, {"error": "overloaded"})
-    self._send(200, {"choices": [{"message": {"role": "assistant", "content": "  B \n"}}]})
-
-  def _send(self, code, obj):
-    data = json.dumps(obj).encode()
-    self.send_response(code)
-    self.send_header("Content-Type", "application/json")
-    self.send_header("Content-Length", str(len(data)))
-    self.end_headers()
-    self.wfile.write(data)
+      return self.send_json(503, {"error": "overloaded"})
+    self.send_json(200, {"choices": [{"message": {"role": "assistant", "content": "  B \n"}}]})
 
 
 @pytest.fixture
 def extractor_server():
   _Extractor.requests = []
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Extractor)
-  threading.Thread(target=server.serve_forever, daemon=True).start()
-  yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-  server.shutdown()
-  server.server_close()
+  with serve(_Extractor) as url:
+    yield url
 
 
 def test_llm_extraction_retries_extracts_and_caches(extractor_server, tmp_path, monkeypatch):
@@ -213,28 +197,17 @@ def test_llm_extraction_retries_extracts_and_caches(extractor_server, tmp_path, 
 
 
 def test_client_gives_up_on_errors_that_will_not_heal(tmp_path):
-  class _Reject(http.server.BaseHTTPRequestHandler):
+  class _Reject(JsonHandler):
     calls = 0
-
-    def log_message(self, *a):
-      pass
 
     def do_POST(self):
       type(self).calls += 1
-      self.send_response(400)
-      self.send_header("Content-Length", "0")
-      self.end_headers()
+      self.send_bytes(400, b"")
 
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Reject)
-  threading.Thread(target=server.serve_forever, daemon=True).start()
-  try:
-    client = OpenAIClient(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", cache_dir=str(tmp_path),
-                          backoff_s=0.01)
+  with serve(_Reject) as url:
+    client = OpenAIClient(url, "m", cache_dir=str(tmp_path), backoff_s=0.01)
     assert client.chat([{"role": "user", "content": "hi"}]) is None
     assert _Reject.calls == 1 and client.stats["failures"] == 1 and client.stats["retries"] == 0
     assert not os.listdir(tmp_path)  # nothing cached
     # the official extractor turns a failed call into an empty extraction
     assert mathvista.llm_extract("some long reply", MC, client.chat) == ""
-  finally:
-    server.shutdown()
-    server.server_close()
