@@ -217,3 +217,21 @@ def test_live_run_scores_mathvista_mme_and_chartqa(tmp_path):
   assert official["MME"]["aggregate"] == {"perception": 50.0, "OCR": 50.0}
   assert official["MME"]["headline"] == {"name": "perception+reasoning", "value": 50.0}
   assert official["ChartQA_TEST"]["aggregate"] == {"human": 50.0, "Overall": 50.0}
+
+
+def test_mmmu_tsv_is_scored_live_by_the_official_mmmu_rules(tmp_path):
+  """VLMEvalKit's MMMU rows (open questions have no options) are judged by scoring.mmmu, and the benchmark's
+  aggregate is the official subject / domain table."""
+  path = _write_tsv(tmp_path / "MMMU_DEV_VAL.tsv", ["index", "id", "question", "A", "B", "C", "answer", "image"], [
+      ["1", "validation_Art_1", "Which animal?", "cat", "dog", "cow", "B", _b64("red")],
+      ["2", "validation_Art_2", "How many?", "", "", "", "12", "1"],
+      ["3", "validation_Math_1", "Pick one", "x", "y", "", "A", "1"]])
+  qs = readers.read_benchmark(path)
+  assert [q.meta["scorer"] for q in qs] == ["mmmu"] * 3
+  # MMMU's own rules: the last "(X)" wins; an open answer matches a number anywhere in the reply
+  replies = ["Not (A) but (B)", "There are 12 of them.", "It is y, (B)"]
+  rows = [{"id": q.id, "benchmark": q.meta["benchmark"], **runner.score_one(q, r)} for q, r in zip(qs, replies)]
+  assert [(r["extracted"], r["correct"]) for r in rows[::2]] == [("B", True), ("B", False)]
+  assert rows[1]["correct"] and 12.0 in rows[1]["extracted"]
+  card = runner.official_scores(rows)["MMMU_DEV_VAL"]
+  assert card.aggregate["Art"] == 1.0 and card.aggregate["Math"] == 0.0 and card.headline == ("Overall", 2 / 3)

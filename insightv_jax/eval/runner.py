@@ -10,10 +10,11 @@ loses at most one batch of work and never recomputes finished examples.
 Scoring. A question read from a benchmark file names its official scorer (meta["scorer"], see `eval.readers`):
 MMBench / MMStar / other multiple choice, MME and ChartQA are scored as VLMEvalKit scores them (its exact-matching
 path, `scoring.mmbench` / `mme` / `chartqa`); MathVista by the official MathVista rules (`scoring.mathvista`,
-LLM-free extraction). The prediction is what VLMEvalKit would see: the reply's answer text (inside <output> ...
-</output> when present). MMMU questions fall back to `is_correct` (scoring.mmmu needs the official output
-records; `eval.scoring` re-scores those files). Each result row has `correct` (that row's own decision: for
-circular MMBench, its rotation alone), `extracted` (what the rule read from the reply) and the benchmark row.
+LLM-free extraction); MMMU by the official MMMU parsing and judging (`scoring.mmmu`; a VLMEvalKit MMMU row becomes
+an official output record, open questions being the rows without options). The prediction is what VLMEvalKit would
+see: the reply's answer text (inside <output> ... </output> when present). Each result row has `correct` (that
+row's own decision: for circular MMBench, its rotation alone), `extracted` (what the rule read from the reply) and
+the benchmark row.
 `summarise` adds `official`: per benchmark, VLMEvalKit's aggregate (circular accuracy per l2-category and
 category, MME's perception / reasoning scores, ChartQA's relaxed accuracy per split) and the leaderboard's headline
 number, so that a report row compares with a leaderboard row. Our own synthetic questions fall back to
@@ -25,6 +26,7 @@ from __future__ import annotations
 import ast
 import collections
 import os
+import re
 import time
 from typing import Callable, NamedTuple, Sequence
 
@@ -36,6 +38,7 @@ from insightv_jax.data import prompts, records
 from insightv_jax.data.images import decode
 from insightv_jax.data.tokenizer import load_tokenizer
 from insightv_jax.eval import readers
+from insightv_jax.eval import scoring as eval_scoring
 from insightv_jax.scoring import chartqa, extract, mathvista, mmbench, mme
 from insightv_jax.scoring import compat as mv_compat
 from insightv_jax.scoring import vlmeval_compat as vc
@@ -97,6 +100,39 @@ def _score_mathvista(rows: Sequence[dict], preds: dict, dataset: str, rules: str
                       tuple(decisions), aggregate, ("average", aggregate["average"]))
 
 
+def _mmmu_record(row: dict, prediction: str) -> dict:
+  """A VLMEvalKit MMMU row -> the official output record `eval.scoring.score_mmmu` reads. Rows without options are
+  MMMU's open questions (VLMEvalKit's MMMU_preproc recognises them by a missing option A)."""
+  options = mmbench.build_choices(row)
+  return {"id": str(row.get("id") or row["index"]), "question_type": "multiple-choice" if options else "open",
+          "all_choices": list(options), "index2ans": {c: str(t) for c, t in options.items()}, "response": prediction,
+          "answer": row["answer"]}
+
+
+def _judge_mmmu(row: dict, prediction: str, rules: str) -> dict:
+  """One live decision. An unparseable multiple-choice reply draws from a fresh random.Random(42) here; the
+  benchmark's aggregate (`_score_mmmu`) redraws over all replies in the official order, as main_parse_and_eval.py
+  does, so the per-row decision of such a reply may differ from the aggregate's."""
+  del rules
+  result = eval_scoring.score_mmmu([_mmmu_record(row, prediction)])
+  (only,) = result.values()
+  return {"extracted": only["pred"], "correct": only["correct"]}
+
+
+def _score_mmmu(rows: Sequence[dict], preds: dict, dataset: str, rules: str) -> vc.Scorecard:
+  del rules
+  scored = [r for r in rows if r["index"] in preds]
+  results = eval_scoring.score_mmmu([_mmmu_record(r, preds[r["index"]]) for r in scored])
+  decisions = [{"index": r["index"], "extracted": results[str(r.get("id") or r["index"])]["pred"],
+                "correct": results[str(r.get("id") or r["index"])]["correct"]} for r in scored]
+  if all(re.fullmatch(r"(dev|validation|test)_.+_\d+", qid) for qid in results):  # official ids: the full table
+    aggregate = {k: v["acc"] for k, v in eval_scoring.aggregate_mmmu(results, ndigits=None).items()}
+  else:
+    aggregate = {"Overall": sum(d["correct"] for d in decisions) / max(len(decisions), 1)}
+  return vc.Scorecard(dataset, "mmmu", "accuracy (official MMMU parsing and judging)", tuple(decisions), aggregate,
+                      ("Overall", aggregate["Overall"]))
+
+
 _OFFICIAL = {
     "mcq": _Official(lambda row, pred, rules: mmbench.judge_row(row, pred, rules=rules), _score_mcq(False)),
     "mcq_circular": _Official(lambda row, pred, rules: mmbench.judge_row(row, pred, rules=rules), _score_mcq(True)),
@@ -106,8 +142,9 @@ _OFFICIAL = {
                          lambda rows, preds, dataset, rules: chartqa.score_chartqa(rows, preds, dataset=dataset,
                                                                                    rules=rules)),
     "mathvista": _Official(_judge_mathvista, _score_mathvista),
+    "mmmu": _Official(_judge_mmmu, _score_mmmu),
 }
-_PERCENT_SCALED = ("mcq", "mcq_circular", "mathvista")  # aggregates in fractions; the report shows percent
+_PERCENT_SCALED = ("mcq", "mcq_circular", "mathvista", "mmmu")  # aggregates in fractions; the report shows percent
 
 
 def score_one(q: records.Question, reply: str, *, rules: str = "current") -> dict:
