@@ -6,9 +6,9 @@
     save_model(model, "/runs/export", layout="params")
 """
 
-from insightv_jax.checkpoints.convert import convert, with_image_token
+from insightv_jax.checkpoints.convert import convert
 from insightv_jax.checkpoints.llava_hf import CheckpointMismatchError
 from insightv_jax.checkpoints.registry import LAYOUTS, Layout, load_model, parse_spec, read_config, save_model
 
 __all__ = ["LAYOUTS", "Layout", "CheckpointMismatchError", "convert", "load_model", "parse_spec", "read_config",
-           "save_model", "with_image_token"]
+           "save_model"]

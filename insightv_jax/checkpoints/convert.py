@@ -9,7 +9,7 @@ Tokenizer and processor files found beside the source weights are copied across 
 
 The image token: the "hf" and "params" layouts store the model's image_token_index, and transformers looks it up
 in the embedding table, so a model whose id is past its vocabulary (an original LLaVA-NeXT checkpoint, see
-llava_original.py) is grown by mean-initialised rows first (`with_image_token`). The "llava" layout has no image
+llava_original.py) is grown by mean-initialised rows first (`model.resize.fit_vocab`). The "llava" layout has no image
 token and is written as the model is; llava -> llava keeps the source config.json's other fields.
 """
 
@@ -20,11 +20,8 @@ import logging
 import os
 import shutil
 
-from flax import nnx
-
 from insightv_jax.checkpoints.registry import LAYOUTS, load_model, parse_spec, save_model
-from insightv_jax.model.llava import LlavaNext, abstract_model
-from insightv_jax.model.resize import grow_vocab
+from insightv_jax.model.resize import fit_vocab
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +50,10 @@ def convert(src: str, dst: str, *, to: str, dtype: str = "float32", overwrite: b
     with open(os.path.join(folder, "config.json")) as f:
       options["base_config"] = json.load(f)
   elif to != "llava":
-    model = with_image_token(model, model.cfg.image_token_index if image_token_index is None else image_token_index)
+    token = model.cfg.image_token_index if image_token_index is None else image_token_index
+    model = fit_vocab(model, vocab_size=token + 1, image_token_index=token)
   save_model(model, dst, layout=to, dtype=dtype, **options)
   for name in SIDE_FILES:
     if os.path.exists(os.path.join(folder, name)):
       shutil.copy(os.path.join(folder, name), os.path.join(dst, name))
   log.info("converted %s -> %s (%s)", src, dst, to)
-
-
-def with_image_token(model: LlavaNext, image_token_index: int) -> LlavaNext:
-  """`model` with `image_token_index` as its image placeholder, the vocabulary grown to hold it if needed.
-
-  Rows added past the old vocabulary are the mean of the old rows (`model.resize.grow_vocab`), as Insight-V and
-  LLaVA initialise new tokens; the other parameters are kept bit for bit.
-  """
-  if image_token_index >= model.cfg.text.vocab_size:
-    log.info("growing the vocabulary %d -> %d for the image token", model.cfg.text.vocab_size, image_token_index + 1)
-    model = grow_vocab(model, image_token_index + 1)
-  if model.cfg.image_token_index != image_token_index:
-    cfg = model.cfg.replace(image_token_index=image_token_index)
-    model = nnx.merge(nnx.split(abstract_model(cfg))[0], nnx.state(model))
-  return model

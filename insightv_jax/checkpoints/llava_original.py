@@ -44,7 +44,7 @@ a tokenizer as long as the embedding table (the llama3-llava-next-8b and Insight
 past the table: our model overwrites image positions with image features before their embedding is used, so an
 original checkpoint runs as is. `insightv-convert` to the other layouts adds `<image>` to the tokenizer
 (`data.tokenizer.add_image_token`), takes its id and grows the vocabulary with a mean-initialised row when the id
-is past it (`convert.with_image_token`); training fits the config to its tokenizer the same way.
+is past it (`model.resize.fit_vocab`); training fits the config to its tokenizer the same way.
 """
 
 from __future__ import annotations

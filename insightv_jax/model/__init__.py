@@ -10,6 +10,7 @@ KV cache), llava (the whole model), resize (growing the vocabulary).
 
 from insightv_jax.model.config import ConfigError, LlavaConfig, TextConfig, VisionConfig
 from insightv_jax.model.llava import LlavaNext, abstract_model
-from insightv_jax.model.resize import grow_vocab
+from insightv_jax.model.resize import fit_vocab, grow_vocab
 
-__all__ = ["ConfigError", "LlavaConfig", "LlavaNext", "TextConfig", "VisionConfig", "abstract_model", "grow_vocab"]
+__all__ = ["ConfigError", "LlavaConfig", "LlavaNext", "TextConfig", "VisionConfig", "abstract_model", "fit_vocab",
+           "grow_vocab"]

@@ -1,4 +1,5 @@
-"""Growing the vocabulary: new token rows start at the mean of the existing rows (Insight-V, LLaVA)."""
+"""Fitting a model to its tokenizer: growing the vocabulary (new rows start at the mean of the existing rows, as
+Insight-V and LLaVA initialise new tokens) and moving the image placeholder id."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def grow_vocab(model: LlavaNext, new_size: int) -> LlavaNext:
     var.set_value(value)
   del graphdef
   return nnx.merge(new_graphdef, new_state)
+
+
+def fit_vocab(model: LlavaNext, *, vocab_size: int | None = None, image_token_index: int | None = None) -> LlavaNext:
+  """`model` with at least `vocab_size` token rows (`grow_vocab`) and `image_token_index` as its placeholder id.
+
+  A model whose tokenizer gained tokens (the agents' tags, `<image>` for an original LLaVA-NeXT release) goes
+  through here; every other parameter is kept bit for bit.
+  """
+  if vocab_size is not None and vocab_size > model.cfg.text.vocab_size:
+    model = grow_vocab(model, vocab_size)
+  if image_token_index is not None and image_token_index != model.cfg.image_token_index:
+    cfg = model.cfg.replace(image_token_index=image_token_index)
+    model = nnx.merge(nnx.split(abstract_model(cfg))[0], nnx.state(model))
+  return model

@@ -23,6 +23,7 @@ from flax import nnx
 from insightv_jax import checkpoints, sharding
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.model.llava import LlavaNext, abstract_model
+from insightv_jax.model.resize import fit_vocab
 from insightv_jax.train import optim
 
 
@@ -113,13 +114,7 @@ def init_model(cfg, mc: LlavaConfig, mesh, seed: int = 0) -> LlavaNext:
     out = sharding.pure_dict_shardings(abs_state, mesh)
     params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(LlavaNext(mc, rngs=nnx.Rngs(seed)))), out_shardings=out)()
     return nnx.merge(graphdef, params)
-  if model.cfg.text.vocab_size < mc.text.vocab_size:
-    from insightv_jax.model.resize import grow_vocab
-    model = grow_vocab(model, mc.text.vocab_size)
-  if model.cfg.image_token_index != mc.image_token_index:
-    model = nnx.merge(nnx.split(abstract_model(mc))[0],
-                      nnx.to_pure_dict(nnx.state(model)))
-  return model
+  return fit_vocab(model, vocab_size=mc.text.vocab_size, image_token_index=mc.image_token_index)
 
 
 def opt_state_shardings(tx: optax.GradientTransformation, params, param_shardings, mesh):
