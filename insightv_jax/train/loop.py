@@ -17,6 +17,7 @@ import time
 
 import jax
 from absl import logging
+from flax import nnx
 
 from insightv_jax import checkpoints, sharding
 from insightv_jax.data import loader, sources
@@ -26,6 +27,7 @@ from insightv_jax.train import state as state_lib
 from insightv_jax.train.checkpoint import Checkpointer, is_primary
 from insightv_jax.train.metrics import MetricsWriter, Progress
 from insightv_jax.utils.faults import kill_if
+from insightv_jax.utils.files import atomic_write
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -52,7 +54,7 @@ def train(config, workdir: str) -> dict:
   maybe_initialize_distributed(config.distributed)
   os.makedirs(workdir, exist_ok=True)
   if is_primary():
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with atomic_write(os.path.join(workdir, "config.json")) as f:
       f.write(config.to_json_best_effort(indent=2))
   task = tasks.get(config.task)  # SFT or DPO: loss, batch type, reference model (train/tasks.py)
 
@@ -145,6 +147,5 @@ def train(config, workdir: str) -> dict:
 
   # --------------------------------------------------------------------------------- params export
   if config.export_params and stop["signal"] is None:
-    from flax import nnx
     checkpoints.save_model(nnx.merge(graphdef, state["params"]), os.path.join(workdir, "export"), layout="params")
   return {k: float(v) for k, v in jax.device_get(metrics).items()} if metrics else {}
