@@ -28,6 +28,7 @@ setup(
         "importlib_resources>=6.0",  # tensorflow-datasets needs it to build datasets without TensorFlow
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (the standard light writer)
         "pillow>=10.0",
+        "pyyaml>=6.0",  # LLaVA-NeXT's YAML data mixtures (data.source=json with a .yaml file)
         "matplotlib>=3.8",  # every plot (demo report, data-generation report): the field's standard
     ],
     extras_require={

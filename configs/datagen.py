@@ -12,7 +12,10 @@ import ml_collections
 def get_config(arg: str = ""):
   del arg
   c = ml_collections.ConfigDict()
-  c.questions = "synthetic:64"  # JSONL of question records, or "synthetic:N" (the embedded world)
+  # JSONL of question records, "synthetic:N" (the embedded world), or "llava:<file>": LLaVA-NeXT JSON / JSONL /
+  # YAML mixture, question = first human turn, ground truth = first gpt turn (with backend.kind=openai|local and
+  # scorer=llm: the scripted backend and the synthetic scorer know only the synthetic world's questions)
+  c.questions = "synthetic:64"
   c.image_root = ""  # root of relative image paths in the questions file
   c.shard = 0  # this process's shard of the questions (by id)
   c.num_shards = 1

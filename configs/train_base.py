@@ -27,23 +27,37 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.model.param_dtype = "float32"  # master weights
   c.model.remat = "none"  # none | full | dots_saveable | nothing_saveable
   c.model.scan_layers = False  # nnx.scan over layers (faster compiles for deep models)
+  # attention kernel: auto | xla | cudnn | splash (auto: cudnn on GPU in bf16, splash on TPU, xla otherwise; see
+  # insightv_jax/model/attention.py). Runtime only, never written into config.json.
+  c.model.attention = "auto"
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "array_record"  # array_record | jsonl | tfds
-  c.data.paths = ""  # comma-separated files (array_record / jsonl), or the prepared TFDS builder folder
+  # auto | array_record | json | tfds. json (or jsonl): JSON lines, a JSON array, or a LLaVA-NeXT YAML mixture
+  # (.yaml: datasets: [{json_path, sampling_strategy: all | first:N | end:N | random:N, N a count or P%}]), by
+  # content; auto: a folder is tfds, JSON / YAML text is json, other files array_record
+  c.data.source = "auto"
+  c.data.paths = ""  # comma-separated files (array_record / json), or the prepared TFDS builder folder
   c.data.image_root = ""  # root that relative image paths resolve against
   c.data.max_len = 2048  # tokens per row
   c.data.batch_size = 8  # global rows per optimizer step
   c.data.pack = False  # pack several examples per row (SFT)
   c.data.images_per_row = 1  # image slots per row (> 1 with packing)
-  c.data.template = "llama3"  # llama3 | chatml | vicuna
+  c.data.template = "llama3"  # llama3 | chatml | vicuna | llava_llama_3 | qwen_1_5 (LLaVA-NeXT's conv modes)
   c.data.seed = 0  # shuffling seed
   c.data.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever (steps bound the run)
   c.data.worker_count = 0  # Grain worker processes
   c.data.strict = False  # raise on the first bad record instead of skipping it
   c.data.min_target_tokens = 4  # reply tokens that must survive truncation
   c.data.prefetch_buffer_size = 4  # batches buffered per worker
-  c.data.format = "auto"  # "auto" (by record kind) or "cot" (summary_sft records as chain + answer in one reply)
+  # "auto" (our records, by kind), "cot" (summary_sft records as chain + answer in one reply) or "llava":
+  # LLaVA-NeXT / Insight-V JSON: {"image", "conversations": [{"from": "human"|"gpt", "value"}]}
+  # trained as given (every gpt turn a target), or with configs/dpo.py {"image", "prompt", "chosen", "rejected"}
+  c.data.format = "auto"
+  # stop with an error naming the file, the first bad record and its reason (and a hint when it looks like
+  # another format) when none of the first max_bad_prefix records read is usable (0: never stop) ...
+  c.data.max_bad_prefix = 100
+  # ... or when more than this fraction of the records read were skipped, once max_bad_prefix were read (1.0: never)
+  c.data.max_skip_fraction = 0.5
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-5

@@ -16,6 +16,7 @@ workdir/report/ (report.md, counts.json, scores.png, examples.html).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import time
@@ -23,7 +24,7 @@ import time
 from absl import logging
 
 from data_gen import assemble, assess, backends, progressive, report
-from insightv_jax.data import records
+from insightv_jax.data import llava_format, records, sources
 from insightv_jax.utils.faults import kill_if
 from insightv_jax.utils.files import append_jsonl, read_jsonl_log, write_json
 
@@ -40,7 +41,10 @@ def make_world(cfg):
 
 
 def load_questions(cfg) -> tuple[list[records.Question], object]:
-  """(questions, world or None). config.questions: a JSONL of question records, or 'synthetic:N'.
+  """(questions, world or None). config.questions: a JSONL of question records, 'synthetic:N', or
+  'llava:<file>': LLaVA-NeXT JSON (a JSON array, JSON lines or a YAML mixture), each record's first human turn
+  the question and its first gpt turn the ground truth (`llava_format.to_question`); a repeated id gets a
+  "#k" suffix (question ids must be unique).
 
   The synthetic world is built whenever something needs it: synthetic questions, the scripted backend, or
   the programmatic scorer (questions from a JSONL written by the same world also work).
@@ -51,6 +55,13 @@ def load_questions(cfg) -> tuple[list[records.Question], object]:
   if cfg.questions.startswith("synthetic:"):
     n = int(cfg.questions.split(":", 1)[1])
     return [world.question(i, cfg.world.split) for i in range(n)], world
+  if cfg.questions.startswith("llava:"):
+    qs, seen = [], collections.Counter()
+    for where, raw in sources.open_source("json", cfg.questions[len("llava:"):]):
+      q = llava_format.to_question(json.loads(raw), where)
+      seen[q.id] += 1
+      qs.append(q if seen[q.id] == 1 else dataclasses.replace(q, id=f"{q.id}#{seen[q.id] - 1}"))
+    return qs, world
   qs = list(records.read_jsonl(cfg.questions))
   bad = [r.id for r in qs if not isinstance(r, records.Question)]
   if bad:

@@ -4,6 +4,7 @@ typed batches whose shapes the train step can know from the config."""
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -181,3 +182,64 @@ def test_abstract_batch_from_the_config_matches_what_the_loader_yields(data, kin
   if kind == "dpo":  # one forward over [chosen; rejected]: the pair shares its images, once
     assert batch.pixel_values.shape[0] == batch.chosen.input_ids.shape[0] == cfg.batch_size
     assert (batch.chosen.input_ids != batch.rejected.input_ids).any()
+
+
+def _write_jsonl(path, recs) -> str:
+  path.write_text("\n".join(r.dumps() for r in recs) + "\n")
+  return str(path)
+
+
+def _missing_image(i: int) -> records.ReasoningSFT:
+  return records.ReasoningSFT(id=f"gone-{i}", images=(records.ImageRef(path=f"images/gone-{i}.png"),), question="Q?",
+                              reasoning="c")
+
+
+def test_data_with_no_usable_record_stops_at_once_naming_the_file_and_first_bad_record(data, tmp_path, caplog):
+  """Corrupt images, escaping paths: whatever the reason, data with nothing usable fails in make_dataset (before
+  a train step would compile), not after thousands of warnings."""
+  corrupt = [records.ReasoningSFT(id=f"corrupt-{i}", images=(records.ImageRef(data=b"not a png"),), question="Q?",
+                                  reasoning="c") for i in range(3)]
+  escaping = json.loads(corrupt[0].dumps())
+  escaping.update(id="escaping", images=[{"path": "../../etc/passwd"}])
+  path = tmp_path / "bad.jsonl"
+  path.write_text("\n".join([r.dumps() for r in corrupt] + [json.dumps(escaping)]) + "\n")
+  src = sources.open_source("jsonl", str(path))
+  with pytest.raises(loader.BadData) as forever:  # repeating: the first 100 records read (25 epochs)
+    loader.make_dataset(src, _cfg(data), data["cfg"], data["tok"])
+  message = str(forever.value)
+  assert message.startswith(f"{path}: none of the first 100 records read is usable (data.max_bad_prefix=100). "
+                            f"First bad record: {path}:")
+  assert "corrupt-" in message or "escapes the dataset root" in message
+  assert "\n" not in message and "Hint" not in message  # our records: no other format to suggest
+  assert "skipping record" not in caplog.text
+  with pytest.raises(loader.BadData, match=r"none of the 4 records read is usable\. First bad record"):
+    loader.make_dataset(src, _cfg(data, num_epochs=1), data["cfg"], data["tok"])
+  with pytest.raises(loader.BadData, match=r"none of the first 6 records read is usable \(data.max_bad_prefix=6\)"):
+    loader.make_dataset(src, _cfg(data, max_bad_prefix=6), data["cfg"], data["tok"])
+  # max_bad_prefix=0: the checks are off; the finite pipeline reports its skips in an all-padding batch
+  batches = list(loader.make_dataset(src, _cfg(data, num_epochs=1, max_bad_prefix=0), data["cfg"], data["tok"]))
+  assert [stats.skipped for _, stats in batches] == [4] and batches[0][0].tokens.loss_mask.sum() == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_mostly_bad_data_stops_in_the_batcher_with_its_message(data, tmp_path, workers):
+  """One record in three usable: the start-up probe finds a good one, then the Batcher (in the worker processes
+  when there are some) stops once more than max_skip_fraction of the records read were skipped."""
+  recs = [r for i, good in enumerate(data["sft"][:4]) for r in (good, _missing_image(2 * i), _missing_image(2 * i + 1))]
+  src = sources.open_source("jsonl", _write_jsonl(tmp_path / "mostly_bad.jsonl", recs))
+  it = iter(loader.make_dataset(src, _cfg(data, batch_size=2, max_bad_prefix=10, worker_count=workers),
+                                data["cfg"], data["tok"]))
+  try:
+    with pytest.raises(loader.BadData) as e:
+      _take(it, 10)
+  finally:
+    if workers:
+      it.close()
+  message = str(e.value)
+  assert re.search(r"mostly_bad.jsonl: (\d+) of the first (\d+) records read were skipped, more than "
+                   r"data.max_skip_fraction=0.5\. First bad record: .*mostly_bad.jsonl:\d+ \(id='gone-\d+'\): image "
+                   r"not found: .*gone-\d+.png$", message), message
+  # max_skip_fraction=1.0: the same data trains, skips counted
+  loaded = _take(iter(loader.make_dataset(src, _cfg(data, batch_size=2, max_bad_prefix=10, max_skip_fraction=1.0),
+                                          data["cfg"], data["tok"])), 10)
+  assert sum(stats.skipped for _, stats in loaded) >= 20

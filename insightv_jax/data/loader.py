@@ -1,6 +1,6 @@
 """Grain input pipelines for SFT and DPO.
 
-    source (ArrayRecord | TFDS | JSONL in memory: `sources.open_source`)
+    source (ArrayRecord | TFDS | JSON / JSONL / YAML mixture in memory: `sources.open_source`)
       -> this process's slice (index % process_count == process_index)   disjoint, complete coverage
       -> shuffle (seed, reshuffled every epoch) -> repeat(num_epochs)
       -> Encoder: parse + validate record, decode image, AnyRes tiles, chat template + tokenize, truncate
@@ -8,9 +8,18 @@
       -> mp_prefetch over `worker_count` worker processes
 Iterator state (`get_state` / `set_state`, or Orbax via `grain.checkpoint`) resumes exactly.
 
+Record formats (`format`): our records (`records.py`; "auto" or "cot"), or LLaVA-NeXT / Insight-V JSON
+("llava": conversations for SFT, prompt/chosen/rejected pairs for DPO; `llava_format.py`).
+
 Bad records (unparseable, failed validation, missing or corrupt image, over-long) are skipped with a log
 line naming the record (file[index] and id) and counted in the element's `BatchStats.skipped`; with
-`strict=True` the first one raises instead.
+`strict=True` the first one raises instead. Data that is mostly bad stops the run (`BadData`, raised by the
+Batcher, which sees every skip, in whichever process runs it): no usable record among the first
+`max_bad_prefix` records read, or more than `max_skip_fraction` of the records read skipped once at least
+`max_bad_prefix` were read. The error names the file, the first bad record and its reason, and what to change
+when that record looks like another known format. `make_dataset` applies the same rule (`_Health`) to this
+process's first records, read until one is usable (one read on good data; the whole data when it is shorter
+than max_bad_prefix): data with none fails at once, not after the train step has compiled.
 
 Truncation policy: an example longer than max_len keeps its whole prompt (image tokens are never cut) and
 loses the end of its reply, provided at least `min_target_tokens` reply tokens remain; otherwise it is
@@ -30,12 +39,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Any
 
 import grain
 import numpy as np
 
-from insightv_jax.data import prompts, records, templates
+from insightv_jax.data import llava_format, prompts, records, templates
 from insightv_jax.data.batches import BatchStats, DpoBatch, Geometry, Loaded, SftBatch, TokenRows
 from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess, stack_batch
 from insightv_jax.model.config import LlavaConfig
@@ -51,8 +61,12 @@ class LoaderConfig:
   worker_count: Grain worker processes (0 = in-process). strict: raise on the first bad record.
   min_target_tokens: reply tokens that must survive truncation. image_root: root of relative image paths.
   format: "auto" (by record kind: reasoning_sft -> reasoning agent, summary_sft -> summary agent, question ->
-  direct answer, dpo_pair -> reasoning agent pair) or "cot" (summary_sft records as ONE reply holding the
-  chain and the answer: the single-model chain-of-thought baseline).
+  direct answer, dpo_pair -> reasoning agent pair), "cot" (summary_sft records as ONE reply holding the
+  chain and the answer: the single-model chain-of-thought baseline) or "llava" (LLaVA-NeXT JSON records:
+  conversations trained as given, or DPO pairs; `llava_format`).
+  max_bad_prefix: stop when none of the first N records read is usable; also the records read before
+  max_skip_fraction applies (0 = neither check). max_skip_fraction: stop when more than this fraction of
+  the records read were skipped (1.0 = never).
   """
 
   max_len: int = 2048
@@ -68,6 +82,8 @@ class LoaderConfig:
   image_root: str | None = None
   prefetch_buffer_size: int = 4
   format: str = "auto"
+  max_bad_prefix: int = 100
+  max_skip_fraction: float = 0.5
 
   @classmethod
   def from_config(cls, data_cfg) -> LoaderConfig:
@@ -75,23 +91,55 @@ class LoaderConfig:
     return cls(**{k: v for k, v in data_cfg.items() if k not in ("source", "paths")})
 
 
+FORMATS = ("auto", "cot", "llava")
+
+
 class BadRecord(Exception):
   """A record the loader cannot use; str() names the record and the reason."""
 
 
+class BadData(BadRecord):
+  """The data as a whole is unusable (too many bad records); str() is one line naming the file, the first bad
+  record and its reason, and a format hint when there is one."""
+
+  def add_note(self, note):
+    """Dropped: Grain notes that it hid its frames from the traceback, which would print after the message; the
+    message must stay the last line a user sees."""
+
+
 @dataclasses.dataclass
 class Skipped:
+  """A record the Encoder could not use. hint: what to change when it looks like another known format."""
+
   where: str
   reason: str
+  hint: str | None = None
+
+
+@dataclasses.dataclass
+class _Stop:
+  """Shared by one pipeline's Encoder and Batcher (in each process that runs them): set when the Batcher raises
+  `BadData`, so that encoder threads still prefetching stop working and logging after the error."""
+
+  stopped: bool = False
+
+
+_RECORD_ERRORS = (records.RecordError, ImageDecodeError, BadRecord, OSError, ValueError)
 
 
 # --------------------------------------------------------------------------------------------- encoder
 
 class Encoder:
-  """(where, record bytes) -> example dict of numpy arrays, or `Skipped` (raises `BadRecord` if strict)."""
+  """(where, record bytes) -> example dict of numpy arrays, or `Skipped` (raises `BadRecord` if strict).
 
-  def __init__(self, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer):
+  dpo: whether examples are preference pairs ("chosen" / "rejected") rather than SFT examples ("sft").
+  """
+
+  def __init__(self, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *, dpo: bool = False,
+               stop: _Stop | None = None):
     self.cfg = cfg
+    self.dpo = dpo
+    self.stop = stop or _Stop()
     self.tokenizer = tokenizer
     self.template = templates.TEMPLATES[cfg.template]
     self.proc = ImageProcessorConfig.for_model(model_cfg)
@@ -99,17 +147,33 @@ class Encoder:
 
   def __call__(self, element: tuple[str, bytes]):
     where, raw = element
+    if self.stop.stopped:
+      return Skipped(where, "not read: the data was stopped")
     try:
       return self.encode(where, raw)
-    except (records.RecordError, ImageDecodeError, BadRecord, OSError, ValueError) as e:
-      reason = str(e) if where in str(e) else f"{where}: {e}"
+    except _RECORD_ERRORS as e:
+      skipped = self._skipped(element, e)
       if self.cfg.strict:
-        raise BadRecord(reason) from e
-      log.warning("skipping record %s", reason)
-      return Skipped(where, reason)
+        raise BadRecord(skipped.reason) from e
+      if not self.stop.stopped:
+        log.warning("skipping record %s", skipped.reason)
+      return skipped
+
+  def try_encode(self, element: tuple[str, bytes]):
+    """The example or `Skipped`, without logging or raising (the start-up probe in `make_dataset`)."""
+    try:
+      return self.encode(*element)
+    except _RECORD_ERRORS as e:
+      return self._skipped(element, e)
+
+  def _skipped(self, element: tuple[str, bytes], e: Exception) -> Skipped:
+    where, raw = element
+    reason = str(e) if where in str(e) else f"{where}: {e}"
+    return Skipped(where, reason, llava_format.format_hint(raw, self.cfg.format))
 
   def encode(self, where: str, raw: bytes) -> dict[str, Any]:
-    rec = records.loads(raw, where)
+    llava = self.cfg.format == "llava"
+    rec = llava_format.loads(raw, where) if llava else records.loads(raw, where)
     images = getattr(rec, "images", ())
     if len(images) > self.cfg.images_per_row:
       raise BadRecord(f"{where} (id={rec.id!r}): {len(images)} images, more than images_per_row="
@@ -125,14 +189,20 @@ class Encoder:
       sizes.append((h, w))
       counts.append(self.proc.num_image_tokens(h, w))
     out: dict[str, Any] = {"tiles": tiles, "sizes": sizes}
-    if isinstance(rec, records.DPOPair):
+    pair = isinstance(rec, (records.DPOPair, llava_format.Preference))
+    if pair != self.dpo:
+      raise BadRecord(f"{where} (id={rec.id!r}): " + (
+          "a preference pair is not an SFT example (train pairs with configs/dpo.py)" if pair else
+          "not a preference pair: DPO trains on dpo_pair records, or LLaVA DPO JSON (prompt, chosen, rejected)"))
+    if pair:
       for side in ("chosen", "rejected"):
-        msgs = prompts.reasoning_messages(rec.prompt, getattr(rec, side))
+        msgs = rec.messages_for(side) if llava else prompts.reasoning_messages(rec.prompt, getattr(rec, side))
         out[side] = self._tokenize(msgs, counts, where, rec.id)
-      if rec.ref_chosen_logp is not None:
+      if getattr(rec, "ref_chosen_logp", None) is not None:
         out["ref_logps"] = np.asarray([rec.ref_chosen_logp, rec.ref_rejected_logp], np.float32)
       return out
-    out["sft"] = self._tokenize(self._messages(rec, where), counts, where, rec.id)
+    msgs = list(rec.messages) if llava else self._messages(rec, where)
+    out["sft"] = self._tokenize(msgs, counts, where, rec.id)
     return out
 
   def _messages(self, rec: records.Record, where: str) -> list[dict]:
@@ -170,9 +240,10 @@ class Batcher(grain.IterDataset):
   """Examples -> `Loaded(batch, stats)` of fixed shapes (padding, or first-fit packing for SFT)."""
 
   def __init__(self, parent: grain.IterDataset, cfg: LoaderConfig, *, geometry: Geometry, pad_id: int,
-               batch_type: type[SftBatch] | type[DpoBatch]):
+               batch_type: type[SftBatch] | type[DpoBatch], stop: _Stop | None = None):
     super().__init__(parent)
     self.cfg, self.geometry, self.pad_id, self.batch_type = cfg, geometry, pad_id, batch_type
+    self.stop = stop or _Stop()
 
   def __iter__(self):
     return _BatchIterator(self._parent.__iter__(), self)
@@ -184,6 +255,9 @@ class _BatchIterator(grain.DatasetIterator):
     self.ds = ds
     self._held = None  # an example fetched but not yet placed (it opens the next batch)
     self._state_before_held = None
+    self._health = _Health(ds.cfg, ds.stop)  # records read and skipped by this iterator (not in its state: a
+    # resumed run counts afresh; the end of a finite pipeline is not checked, since a resumed run may read
+    # only its last few records)
 
   def _fetch(self):
     if self._held is not None:
@@ -201,12 +275,15 @@ class _BatchIterator(grain.DatasetIterator):
     skipped, filled = 0, 0
     while not (filled == B and not cfg.pack):
       state_before = self._parent.get_state() if self._held is None else self._state_before_held
+      counted = self._held is not None  # a held example was counted when it was first fetched
       try:
         ex = self._fetch()
       except StopIteration:
         if filled == 0 and skipped == 0:
           raise
         break  # a last batch may hold only padding, to report the records skipped at the very end
+      if not counted:
+        self._health.count(ex)
       if isinstance(ex, Skipped):
         skipped += 1
         continue
@@ -250,6 +327,40 @@ class _BatchIterator(grain.DatasetIterator):
     self._state_before_held = None
 
 
+class _Health:
+  """Counts the records a Batcher reads; raises `BadData` when the data is mostly bad (see the module doc)."""
+
+  def __init__(self, cfg: LoaderConfig, stop: _Stop | None = None):
+    self.cfg, self.stop = cfg, stop or _Stop()
+    self.read, self.skipped = 0, 0
+    self.first_bad: Skipped | None = None
+
+  def count(self, ex):
+    self.read += 1
+    if not isinstance(ex, Skipped):
+      return
+    self.skipped += 1
+    self.first_bad = self.first_bad or ex
+    n = self.cfg.max_bad_prefix
+    if n and self.skipped == self.read >= n:
+      self._fail(f"none of the first {self.read} records read is usable (data.max_bad_prefix={n})")
+    if n and self.read >= n and self.skipped > self.cfg.max_skip_fraction * self.read:
+      self._fail(f"{self.skipped} of the first {self.read} records read were skipped, more than "
+                 f"data.max_skip_fraction={self.cfg.max_skip_fraction}")
+
+  def at_end(self):
+    """The data ended (the probe read all of a finite pipeline's records): none usable is an error."""
+    if self.read and self.skipped == self.read and self.cfg.max_bad_prefix:
+      self._fail(f"none of the {self.read} records read is usable")
+
+  def _fail(self, what: str):
+    bad = self.first_bad
+    file = re.sub(r"(\[\d+\]|:\d+)$", "", bad.where)
+    msg = f"{file}: {what}. First bad record: {bad.reason}" + (f". Hint: {bad.hint}" if bad.hint else "")
+    self.stop.stopped = True
+    raise BadData(" ".join(msg.split()))
+
+
 def _layout(rows: list[list[tuple[np.ndarray, np.ndarray]]], T: int, pad_id: int) -> TokenRows:
   """Each row's (ids, mask) segments, in order, laid out left-aligned in [B, T] rows (see batches.TokenRows)."""
   B = len(rows)
@@ -290,6 +401,21 @@ def abstract_batch(cfg: LoaderConfig, model_cfg: LlavaConfig, mesh=None, *,
   return SftBatch.abstract(g, mesh)
 
 
+def _probe(ds: grain.MapDataset, encoder: Encoder, cfg: LoaderConfig):
+  """Reads this process's first records, in the pipeline's order, until one is usable: `BadData` now (before a
+  long compile) rather than at the first batch when none of the first max_bad_prefix is. Reads one record when
+  the data is good; records are read by index, so the pipeline is unchanged."""
+  if not cfg.max_bad_prefix:
+    return
+  health = _Health(cfg)
+  for i in range(min(len(ds), cfg.max_bad_prefix)):  # len(ds) is huge when repeating forever
+    ex = encoder.try_encode(ds[i])
+    health.count(ex)
+    if not isinstance(ex, Skipped):
+      return
+  health.at_end()
+
+
 def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *,
                  batch_type: type[SftBatch] | type[DpoBatch] = SftBatch, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
@@ -304,17 +430,21 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
     raise ValueError("packing is for SFT; DPO pairs are padded (set pack=False)")
   if not cfg.pack and cfg.images_per_row != 1:
     raise ValueError("images_per_row > 1 needs pack=True")
-  if cfg.format not in ("auto", "cot"):
-    raise ValueError(f"format={cfg.format!r}; expected 'auto' or 'cot'")
+  if cfg.format not in FORMATS:
+    raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
   ds = grain.MapDataset.source(source)
   if len(ds) < process_count:
     raise ValueError(f"source has {len(ds)} records for {process_count} processes")
   ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=cfg.seed).repeat(cfg.num_epochs)
-  ds = ds.map(Encoder(cfg, model_cfg, tokenizer))
+  stop = _Stop()
+  encoder = Encoder(cfg, model_cfg, tokenizer, dpo=dpo, stop=stop)
+  _probe(ds, encoder, cfg)
+  ds = ds.map(encoder)
   it = ds.to_iter_dataset()
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  it = Batcher(it, cfg, geometry=geometry(cfg, model_cfg, process_count), pad_id=pad_id, batch_type=batch_type)
+  it = Batcher(it, cfg, geometry=geometry(cfg, model_cfg, process_count), pad_id=pad_id, batch_type=batch_type,
+               stop=stop)
   if cfg.worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
                                                      per_worker_buffer_size=cfg.prefetch_buffer_size))
