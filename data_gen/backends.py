@@ -95,7 +95,14 @@ class ScriptedBackend:
 # --------------------------------------------------------------------------------------------- local
 
 class LocalBackend:
-  """Our model through `insightv_jax.infer.Agent` (chat template, AnyRes, batched sampler)."""
+  """Our model through `insightv_jax.infer.Agent` (chat template, AnyRes, batched sampler).
+
+  Requests that ask the same conversation and image with the same sampling parameters (the N paths of a
+  question: `synthesize_chains`, and every path's first step in `synthesize`) are ONE prompt sampled N times:
+  it is prefilled once and its N rows decode from copies of its KV cache (`Agent.complete(...,
+  num_samples=N)`). Each request keeps its own seed, and a row's sample depends only on its seed and prompt,
+  so the replies are the ones the repeated requests got before grouping.
+  """
 
   name = "local"
 
@@ -104,25 +111,34 @@ class LocalBackend:
 
   def chat(self, requests):
     from insightv_jax.data.images import decode
-    replies: list[str | None] = []
-    # sampling parameters are shared per call: group requests that agree on them
+    out: dict[int, str] = {}
+    # sampling parameters are shared per call: group requests that agree on them ...
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(requests):
       groups.setdefault((r.temperature, r.top_p, r.max_tokens), []).append(i)
-    out: dict[int, str] = {}
     for (temperature, top_p, max_tokens), idx in groups.items():
       agent = self.agent.with_generation(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens)
-      convs, images = [], []
+      # ... then requests for the same conversation and image: one prompt, several samples ...
+      same: dict[tuple, list[int]] = {}
       for i in idx:
-        msgs = [dict(m) for m in requests[i].messages]
-        if requests[i].image is not None:
-          msgs[0]["content"] = "<image>\n" + msgs[0]["content"]
-        convs.append(msgs)
-        images.append(decode(requests[i].image) if requests[i].image is not None else None)
-      for i, reply in zip(idx, agent.complete(convs, images, seeds=[requests[i].seed for i in idx])):
-        out[i] = reply
-    replies.extend(out[i] for i in range(len(requests)))
-    return replies
+        same.setdefault((json.dumps(requests[i].messages, sort_keys=True), requests[i].image), []).append(i)
+      # ... and prompts with the same number of samples go through one `complete` call
+      by_count: dict[int, list[list[int]]] = {}
+      for members in same.values():
+        by_count.setdefault(len(members), []).append(members)
+      for n, prompts in by_count.items():
+        convs, images = [], []
+        for members in prompts:
+          r = requests[members[0]]
+          msgs = [dict(m) for m in r.messages]
+          if r.image is not None:
+            msgs[0]["content"] = "<image>\n" + msgs[0]["content"]
+          convs.append(msgs)
+          images.append(decode(r.image) if r.image is not None else None)
+        order = [i for members in prompts for i in members]  # prompt-major, as `complete` returns them
+        replies = agent.complete(convs, images, seeds=[requests[i].seed for i in order], num_samples=n)
+        out.update(zip(order, replies))
+    return [out[i] for i in range(len(requests))]
 
 
 # -------------------------------------------------------------------------------------------- openai

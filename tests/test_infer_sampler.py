@@ -1,4 +1,6 @@
-"""The KV-cache sampler: greedy output equals transformers' generate; sampling options and stops behave."""
+"""The KV-cache sampler: greedy output equals transformers' generate; sampling options and stops behave; group
+sampling (n samples per prompt from one prefill) equals sampling the repeated prompts, row for row, through the
+sampler, the agents and the local data-generation backend."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ def test_generate_is_the_documented_package_api():
   assert positional == ["model", "input_ids", "pixel_values", "image_sizes", "attention_mask"]
   assert params["max_new_tokens"].kind is inspect.Parameter.KEYWORD_ONLY
   assert params["max_new_tokens"].default is inspect.Parameter.empty
+  assert params["num_samples"].kind is inspect.Parameter.KEYWORD_ONLY and params["num_samples"].default == 1
   assert set(infer.__all__) == {"generate", "truncate_at_stop_strings", "bucket_length", "Agent", "GenerationConfig",
                                 "Example", "reason", "two_agent", "direct", "chain_of_thought"}
   assert all(callable(getattr(infer, name)) for name in infer.__all__)
@@ -98,3 +101,150 @@ def test_sharded_generation_equals_single_device(checkpoint, pair):
     out = generate(sharded_model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, max_new_tokens=8)
   assert len(sharded_model.language_model.embed_tokens.embedding.get_value().sharding.device_set) == 8
   np.testing.assert_array_equal(np.asarray(out), single)
+
+
+# ------------------------------------------------------------------------------------------ group sampling
+
+
+def image_batch(model):
+  """Three left-padded prompts of different lengths, each with its own image."""
+  images = [random_image(40, 90, 1), random_image(70, 30, 2), random_image(50, 50, 3)]
+  ids, mask, pv, sizes = make_batch(model.cfg, images, seed=4, extra=(3, 9, 1))
+  return ids, mask, pv, sizes
+
+
+def repeated(n, ids, mask, pv, sizes):
+  return tuple(np.repeat(x, n, axis=0) for x in (ids, mask, pv, sizes))
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_group_sampling_equals_sampling_the_repeated_prompts(checkpoint, pair, scan):
+  """Given 3 image prompts and 4 samples each, when generate prefills each prompt once (num_samples=4), then
+  every row equals the row generated from the prompts repeated 4 times with the same per-row seed (both cache
+  layouts), and one int seed gives the repeated prompts' streams too."""
+  model = load_llava_next(checkpoint[1], scan_layers=True) if scan else pair[1]
+  ids, mask, pv, sizes = image_batch(model)
+  n = 4
+  kw = dict(max_new_tokens=16, temperature=1.0, top_p=0.95)
+  seeds = np.arange(3 * n) * 7 + 3
+  grouped = np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, seed=seeds, num_samples=n,
+                                **kw))
+  r_ids, r_mask, r_pv, r_sizes = repeated(n, ids, mask, pv, sizes)
+  flat = np.asarray(generate(model, r_ids, jnp.asarray(r_pv), jnp.asarray(r_sizes), r_mask, seed=seeds, **kw))
+  assert grouped.shape == (3 * n, 16)
+  np.testing.assert_array_equal(grouped, flat)
+  assert len({tuple(row) for row in grouped}) > 3  # the samples of a prompt differ
+  one_int = np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, seed=9, num_samples=n, **kw))
+  np.testing.assert_array_equal(one_int, np.asarray(generate(model, r_ids, jnp.asarray(r_pv), jnp.asarray(r_sizes),
+                                                             r_mask, seed=9, **kw)))
+  # seeds as [b, n]: row p * n + s
+  np.testing.assert_array_equal(grouped, np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask,
+                                                             seed=seeds.reshape(3, n), num_samples=n, **kw)))
+  with pytest.raises(ValueError, match="one per output row"):
+    generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, seed=[1, 2, 3], num_samples=n, **kw)
+
+
+def test_greedy_group_gives_identical_rows_equal_to_one_sample(pair):
+  """Greedy with num_samples=3: the 3 rows of a prompt are the same, and equal the num_samples=1 output."""
+  _, model = pair
+  ids, mask, pv, sizes = image_batch(model)
+  one = np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, max_new_tokens=12))
+  three = np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, max_new_tokens=12,
+                              num_samples=3))
+  np.testing.assert_array_equal(three, np.repeat(one, 3, axis=0))
+
+
+def test_group_rows_stop_on_their_own_eos_and_pad_after(pair):
+  """Text prompts, 3 samples each at temperature 1: a token that some rows sample is made an eos id; each row
+  stops at its own first eos (pad_id after it) and matches the run without eos ids up to there; per-prompt eos
+  rows [b, k] apply to that prompt's samples only."""
+  _, model = pair
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, 200, (2, 8))
+  mask = np.ones_like(ids)
+  mask[1, :3] = 0  # left padding
+  kw = dict(max_new_tokens=10, temperature=1.0, seed=list(range(6)), num_samples=3)
+  free = np.asarray(generate(model, ids, attention_mask=mask, **kw))
+  stop = int(free[1, 2])
+  stopped = np.asarray(generate(model, ids, attention_mask=mask, eos_ids=(stop,), pad_id=255, **kw))
+  for row, out in zip(free, stopped):
+    hits = np.flatnonzero(row == stop)
+    if hits.size:
+      first = hits[0]
+      np.testing.assert_array_equal(out[:first + 1], row[:first + 1])
+      assert (out[first + 1:] == 255).all()
+    else:
+      np.testing.assert_array_equal(out, row)
+  per_prompt = np.asarray(generate(model, ids, attention_mask=mask, eos_ids=np.asarray([[-1], [stop]]), pad_id=255,
+                                   **kw))
+  np.testing.assert_array_equal(per_prompt[:3], free[:3])  # prompt 0 has no eos
+  np.testing.assert_array_equal(per_prompt[3:], stopped[3:])
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+  from flax import nnx
+
+  from insightv_jax.data.tokenizer import fit_model_config, train_bpe
+  from insightv_jax.model.config import LlavaConfig
+  from insightv_jax.model.llava import LlavaNext
+  tok = train_bpe(["How many red cells are in the grid? Count them step by step."] * 20, 300, "llama3")
+  cfg = fit_model_config(LlavaConfig.from_hf(tiny_hf_config("llama", "clip").to_dict()), tok)
+  model = LlavaNext(cfg, rngs=nnx.Rngs(3))
+  return infer.Agent(model, tok, "llama3", infer.GenerationConfig(max_new_tokens=12, temperature=1.0, batch_size=4))
+
+
+def conversations():
+  convs = [[{"role": "user", "content": "<image>\nHow many red cells?"}],
+           [{"role": "user", "content": "Count them step by step."}],
+           [{"role": "user", "content": "<image>\nHow many cells are in the grid?"}]]
+  return convs, [random_image(40, 60, 8), None, random_image(56, 56, 9)]
+
+
+def test_agent_samples_n_replies_per_conversation_as_the_repeated_conversations(agent):
+  """Agent.complete(..., num_samples=3): prompt-major replies equal those of the conversations repeated 3 times
+  with the same seeds, although the generate calls batch different rows (4 per call vs 1 prompt x 3)."""
+  convs, images = conversations()
+  seeds = [11 * i + 1 for i in range(9)]
+  grouped = agent.complete(convs, images, seeds=seeds, num_samples=3)
+  flat = agent.complete([c for c in convs for _ in range(3)], [im for im in images for _ in range(3)], seeds=seeds)
+  assert grouped == flat and len(grouped) == 9
+  assert len(set(grouped)) > 3
+  default = agent.complete(convs, images, num_samples=3)
+  assert default == agent.complete([c for c in convs for _ in range(3)], [im for im in images for _ in range(3)])
+
+
+def test_local_backend_prefills_a_question_once_and_replies_as_before(agent, monkeypatch):
+  """LocalBackend: 3 paths of one question (same conversation and image), 2 of another and a lone request come
+  back exactly as the ungrouped agent call (each request its own seed) would give them; the grouped requests go
+  through complete(..., num_samples=n)."""
+  import io
+
+  from data_gen.backends import ChatRequest, LocalBackend
+  from insightv_jax import infer as infer_pkg
+
+  png = []
+  for im in (random_image(40, 60, 8), random_image(56, 56, 9)):
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    png.append(buf.getvalue())
+  ask = lambda text, image, seed: ChatRequest(messages=({"role": "user", "content": text},), image=image,
+                                              temperature=1.0, top_p=1.0, max_tokens=12, seed=seed)
+  reqs = ([ask("How many red cells?", png[0], 100 + k) for k in range(3)]
+          + [ask("How many cells are in the grid?", png[1], 200 + k) for k in range(2)]
+          + [ask("Count them step by step.", None, 300)])
+  calls = []
+  complete = infer_pkg.Agent.complete
+
+  def spy(self, convs, images, **kw):
+    calls.append((len(convs), kw.get("num_samples", 1)))
+    return complete(self, convs, images, **kw)
+
+  monkeypatch.setattr(infer_pkg.Agent, "complete", spy)
+  got = LocalBackend(agent).chat(reqs)
+  assert sorted(calls) == [(1, 1), (1, 2), (1, 3)]
+  monkeypatch.setattr(infer_pkg.Agent, "complete", complete)
+  from insightv_jax.data.images import decode
+  convs = [[{"role": "user", "content": ("<image>\n" if r.image else "") + r.messages[0]["content"]}] for r in reqs]
+  want = agent.complete(convs, [decode(r.image) if r.image else None for r in reqs], seeds=[r.seed for r in reqs])
+  assert got == want

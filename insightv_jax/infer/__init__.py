@@ -4,11 +4,14 @@
 
     tokens = infer.generate(model, input_ids, pixel_values, image_sizes, attention_mask, max_new_tokens=128,
                             temperature=0.7, top_p=0.95, eos_ids=(eot_id,), seed=0)   # [b, max_new_tokens]
+    # n samples per prompt from ONE prefill each: rows prompt-major (row p * n + s), one seed per output row
+    tokens = infer.generate(model, input_ids, ..., max_new_tokens=128, temperature=0.7, num_samples=4, seed=0)
 
     reasoner = infer.Agent(model_r, tokenizer, "llama3", infer.GenerationConfig(max_new_tokens=512))
     summarizer = infer.Agent(model_s, tokenizer, "llama3", infer.GenerationConfig(max_new_tokens=32))
     examples = [infer.Example("q1", "Which bar is tallest?\nA. red\nB. blue", pil_image)]
     outputs = infer.two_agent(reasoner, summarizer, examples)   # [{"chain", "reply", "judgement"}, ...]
+    chains = reasoner.with_generation(temperature=0.7).complete(convs, images, num_samples=4)  # 4 per conversation
 
     # a released Insight-V agent, prompted with Insight-V's own text (data.prompts.PROMPT_PRESETS)
     reasoner = infer.Agent(model_r, tokenizer, "llava_llama_3", preset="insightv")

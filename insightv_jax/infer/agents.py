@@ -30,7 +30,8 @@ from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop
 
 @dataclasses.dataclass(frozen=True)
 class GenerationConfig:
-  """max_new_tokens, temperature (0 = greedy), top_p, top_k, batch_size (prompts per generate call), seed."""
+  """max_new_tokens, temperature (0 = greedy), top_p, top_k, batch_size (rows per generate call: prompts, or
+  prompts x samples when `Agent.complete` asks several samples per prompt), seed."""
 
   max_new_tokens: int = 256
   temperature: float = 0.0
@@ -73,21 +74,33 @@ class Agent:
     return other
 
   def complete(self, conversations: Sequence[list[dict]], images: Sequence[Image.Image | None], *,
-               seed_offset: int = 0, seeds: Sequence[int] | None = None) -> list[str]:
-    """Generates one reply per conversation (each has at most one <image>, matched with `images`).
+               seed_offset: int = 0, seeds: Sequence[int] | None = None, num_samples: int = 1) -> list[str]:
+    """Generates num_samples replies per conversation (each has at most one <image>, matched with `images`).
 
-    seeds: one sampling seed per conversation (default: gen.seed + seed_offset + index).
+    Returns len(conversations) * num_samples replies, prompt-major: reply i * num_samples + s is sample s of
+    conversation i. With num_samples > 1 each conversation is prefilled once and its samples decode from
+    copies of its KV cache (`generate(..., num_samples=n)`); a reply equals the one the same conversation
+    repeated would get with the same seed. seeds: one sampling seed per reply (default: gen.seed + seed_offset
+    + reply index). Each generate call decodes gen.batch_size rows: max(1, batch_size // num_samples)
+    conversations x num_samples.
     """
+    n = int(num_samples)
+    if n < 1:
+      raise ValueError(f"num_samples={num_samples}; expected >= 1")
     if seeds is None:
-      seeds = [self.gen.seed + seed_offset + i for i in range(len(conversations))]
+      seeds = [self.gen.seed + seed_offset + i for i in range(len(conversations) * n)]
+    if len(seeds) != len(conversations) * n:
+      raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations x {n} samples")
     out: list[str] = []
-    bs = self.gen.batch_size
+    bs = max(1, self.gen.batch_size // n)  # conversations per generate call
     for start in range(0, len(conversations), bs):
-      out.extend(self._batch(conversations[start:start + bs], images[start:start + bs], seeds[start:start + bs]))
+      out.extend(self._batch(conversations[start:start + bs], images[start:start + bs],
+                             seeds[start * n:(start + bs) * n], n, bs))
     return out
 
-  def _batch(self, convs, images, seeds: Sequence[int]) -> list[str]:
-    """One generate call: prompts left-padded to a length bucket, the batch padded to gen.batch_size rows."""
+  def _batch(self, convs, images, seeds: Sequence[int], n: int, prompts_per_call: int) -> list[str]:
+    """One generate call: prompts left-padded to a length bucket, padded to `prompts_per_call` prompts (one
+    compiled program per prompt-length bucket), n samples each."""
     encoded, slots = [], []  # slots: `preprocess` outputs, None = no image (stack_batch's empty slot)
     for conv, image in zip(convs, images):
       counts = []
@@ -102,22 +115,22 @@ class Agent:
                                      image_token_id=self.model.cfg.image_token_index, image_token_counts=counts,
                                      add_generation_prompt=True)
       encoded.append(ids)
-    n = self.gen.batch_size  # pad the batch too: one compiled program per prompt-length bucket
+    p = prompts_per_call
     t = bucket_length(max(len(x) for x in encoded))
-    ids = np.full((n, t), self.pad_id, np.int32)
-    mask = np.zeros((n, t), np.int32)
+    ids = np.full((p, t), self.pad_id, np.int32)
+    mask = np.zeros((p, t), np.int32)
     for r, x in enumerate(encoded):
       ids[r, t - len(x):] = x
       mask[r, t - len(x):] = 1
     mask[len(encoded):, -1] = 1  # filler rows: one token so no row is empty
-    pv, sz = stack_batch(slots + [None] * (n - len(slots)), num_tiles=self.proc.num_tiles, tile=self.proc.tile)
+    pv, sz = stack_batch(slots + [None] * (p - len(slots)), num_tiles=self.proc.num_tiles, tile=self.proc.tile)
     g = self.gen
     toks = np.asarray(generate(self.model, ids, jnp.asarray(pv), jnp.asarray(sz), mask,
                                max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                top_k=g.top_k, eos_ids=self.eos_ids, pad_id=self.pad_id,
-                               seed=list(seeds) + [0] * (n - len(seeds))))
+                               seed=list(seeds) + [0] * ((p - len(encoded)) * n), num_samples=n))
     replies = []
-    for r in range(len(encoded)):
+    for r in range(len(encoded) * n):
       row = [int(x) for x in toks[r] if x != self.pad_id]
       text = self.tokenizer.decode(row, skip_special_tokens=False)
       replies.append(truncate_at_stop_strings(text, self.stop_strings).strip())

@@ -5,7 +5,7 @@ The field names and meanings are those of `transformers`' `CLIPVisionConfig` / `
 `LlavaConfig.from_hf(dict)` and writes back with `to_hf()`. Presets live in `configs/models.py` as
 HF-style dicts; there is exactly one way to build a config: `LlavaConfig.from_hf(...)`.
 
-Runtime knobs that HF does not have (compute dtype, remat, scanned layers) are fields of
+Runtime knobs that HF does not have (compute dtype, remat, scanned layers, attention kernel) are fields of
 `LlavaConfig` too, and are never written into `config.json`.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Mapping
 VISION_MODEL_TYPES = ("clip_vision_model", "siglip_vision_model")
 TEXT_MODEL_TYPES = ("llama", "qwen2")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "nothing_saveable")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")  # insightv_jax/model/attention.py
 
 
 class ConfigError(ValueError):
@@ -134,6 +135,10 @@ class LlavaConfig:
   param_dtype: storage dtype of parameters (fp32 master weights by default).
   remat: activation checkpointing policy per decoder/vision layer, one of REMAT_POLICIES.
   scan_layers: stack layers and run them with `nnx.scan` (fast compiles for deep models).
+  attention: the decoder's attention implementation, one of ATTENTION_IMPLEMENTATIONS: "xla" (ours, runs
+    everywhere), "cudnn" (cuDNN flash attention, NVIDIA GPU, bf16 / fp16), "splash" (Pallas TPU kernel), "auto"
+    (cudnn on GPU in bf16 / fp16, splash on TPU, xla otherwise). Resolved when the model is built; one that
+    cannot run there raises `attention.AttentionUnavailable`.
   """
 
   vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
@@ -149,6 +154,7 @@ class LlavaConfig:
   param_dtype: str = "float32"
   remat: str = "none"
   scan_layers: bool = False
+  attention: str = "auto"
 
   def __post_init__(self):
     if self.vision.model_type not in VISION_MODEL_TYPES:
@@ -160,6 +166,8 @@ class LlavaConfig:
                         "expected 'default' or 'full'")
     if self.remat not in REMAT_POLICIES:
       raise ConfigError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ConfigError(f"attention={self.attention!r}; expected one of {ATTENTION_IMPLEMENTATIONS}")
     tile = self.vision.image_size
     for hw in self.image_grid_pinpoints:
       if len(hw) != 2 or hw[0] % tile or hw[1] % tile:

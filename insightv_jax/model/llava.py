@@ -37,7 +37,8 @@ class LlavaNext(nnx.Module):
     self.image_newline = nnx.Param(
         (d**-0.5) * jax.random.normal(rngs.params(), (d,), jnp.dtype(cfg.param_dtype)), axes=("embed",))
     self.language_model = Decoder(cfg.text, rngs=rngs, dtype=jnp.dtype(cfg.dtype),
-                                  param_dtype=jnp.dtype(cfg.param_dtype), remat=cfg.remat, scan=cfg.scan_layers)
+                                  param_dtype=jnp.dtype(cfg.param_dtype), remat=cfg.remat, scan=cfg.scan_layers,
+                                  attention=cfg.attention)
 
   # ------------------------------------------------------------------------------------------ images
 

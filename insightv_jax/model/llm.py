@@ -7,6 +7,9 @@ Segment 0 is padding (padding tokens only ever see padding, so no softmax row is
     segment ids  [0 0 1 1 1]   (left padding)      [1 1 2 2 0]   (two packed examples + pad)
     positions    [0 0 0 1 2]                        [0 1 0 1 0]
 
+The attention products themselves (the "xla" path, cuDNN and splash kernels) live in `attention`; the
+decoder's `attention` argument (`LlavaConfig.attention`) picks one.
+
 Notation: b batch, t query tokens, s key slots, d width, h query heads, k KV heads, g = h / k,
 e head dim, f MLP width, v vocabulary, l layers.
 """
@@ -22,6 +25,8 @@ import numpy as np
 from flax import nnx
 
 from insightv_jax import sharding
+from insightv_jax.model import attention as attn
+from insightv_jax.model.attention import Kernel
 from insightv_jax.model.config import TextConfig
 from insightv_jax.model.layers import Dense, Embed, LayerStack, RMSNorm, activation, remat_policy
 
@@ -98,50 +103,8 @@ def attention_mask(q_segment: jax.Array, q_slot: jax.Array, kv_segment: jax.Arra
   return (kv_slot <= q_slot[:, :, None]) & (q_segment[:, :, None] == kv_segment[:, None, :])
 
 
-BLOCK_Q = (64, 128, 256, 512)  # query block sizes for causal attention without a cache (skip invisible keys)
-MAX_BLOCKS = 32  # the smallest block size giving at most this many blocks is used (each block is unrolled)
-
-
-def query_block_size(t: int) -> int | None:
-  """Causal attention over t tokens runs in query blocks of this size (None: one block).
-
-  Block i's queries only see keys [0, (i + 1) * bq): smaller blocks skip more of the masked half
-  (t = 512: 56% of the full logits at 64, 62% at 128) but unroll into more programs.
-  """
-  return next((n for n in BLOCK_Q if t > n and t % n == 0 and t // n <= MAX_BLOCKS), None)
-
-
-def _attend(q, k, v, mask):
-  """q [b, k, g, t, e] (pre-scaled), k/v [b, k, s, e], mask [b, t, s] -> [b, k, g, t, e].
-
-  Query heads of one KV group and their tokens share one axis (g * t), so both products are plain
-  batched matrix products over (b, k), with no transposes around them.
-  """
-  b, nk, g, t, e = q.shape
-  logits = jnp.einsum("bkqe,bkse->bkqs", q.reshape(b, nk, g * t, e), k).astype(jnp.float32)
-  logits = logits.reshape(b, nk, g, t, -1)
-  logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, nk, g * t, -1)
-  return jnp.einsum("bkqs,bkse->bkqe", probs, v).reshape(b, nk, g, t, e)
-
-
-def _attend_one(q, k, v, mask):
-  """One query per row (a decode step): q [b, k, g, 1, e], k/v [b, k, s, e], mask [b, 1, s] -> [b, k, g, 1, e].
-
-  Products and sums over the cache instead of batched matrix products: with one query the "matmuls" are
-  b*k tiny matrix-vector products, which compilers run far below the speed of one fused pass over the
-  cache (measured on XLA CPU, the benchmark model's 6 layers: 2.5 ms -> 1.1 ms per step).
-  """
-  qf = q[:, :, :, 0].astype(jnp.float32)  # [b, k, g, e]
-  logits = jnp.sum(qf[:, :, :, None, :] * k[:, :, None].astype(jnp.float32), axis=-1)  # [b, k, g, s]
-  logits = jnp.where(mask[:, :, None, :], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
-  out = jnp.sum(probs[..., None] * v[:, :, None].astype(jnp.float32), axis=3)  # [b, k, g, e]
-  return out[:, :, :, None].astype(v.dtype)
-
-
 class Attention(nnx.Module):
-  def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
+  def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, kernel: Kernel = Kernel()):
     d, e, h, k = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.q_proj = Dense(d, h * e, axes=("embed", "heads"), use_bias=cfg.qkv_bias, **kw)
@@ -149,29 +112,29 @@ class Attention(nnx.Module):
     self.v_proj = Dense(d, k * e, axes=("embed", "kv_heads"), use_bias=cfg.qkv_bias, **kw)
     self.o_proj = Dense(h * e, d, axes=("heads", "embed"), use_bias=cfg.o_bias, **kw)
     self.h, self.k, self.e = h, k, e
+    self.kernel = kernel
 
-  def __call__(self, x, rope, mask, kv=None, cache_index=None):
-    """x: [b, t, d]; mask: [b, t, s]; kv: optional (k, v) caches [b, k, s, e] written at slot cache_index."""
+  def __call__(self, x, rope, mask: attn.Mask, kv=None, cache_index=None):
+    """x: [b, t, d]; mask: who sees whom (s key slots); kv: optional (k, v) caches [b, k, s, e] written at slot
+    cache_index. `self.kernel` ("cudnn" / "splash") runs where the queries are the keys (no cache, or a prefill
+    at slot 0); everything else takes the "xla" path (see `insightv_jax.model.attention`)."""
     b, t, _ = x.shape
     q = apply_rope(self.q_proj(x).reshape(b, t, self.h, self.e), rope)
-    k = apply_rope(self.k_proj(x).reshape(b, t, self.k, self.e), rope).transpose(0, 2, 1, 3)  # [b, k, t, e]
-    v = self.v_proj(x).reshape(b, t, self.k, self.e).transpose(0, 2, 1, 3)
+    k_new = apply_rope(self.k_proj(x).reshape(b, t, self.k, self.e), rope)  # [b, t, k, e]
+    v_new = self.v_proj(x).reshape(b, t, self.k, self.e)
+    k, v = k_new.transpose(0, 2, 1, 3), v_new.transpose(0, 2, 1, 3)  # [b, k, t, e]
     if kv is not None:
       k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), cache_index, axis=2)
       v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), cache_index, axis=2)
       new_kv = (k, v)
     else:
       new_kv = None
-    g = self.h // self.k
-    q = q.reshape(b, t, self.k, g, self.e).transpose(0, 2, 3, 1, 4) * (self.e**-0.5)  # [b, k, g, t, e]
-    k, v = k.astype(q.dtype), v.astype(q.dtype)
-    bq = query_block_size(t)
-    if kv is None and bq:  # causal: query block i only needs keys < (i + 1) * bq
-      out = jnp.concatenate([_attend(q[:, :, :, i:i + bq], k[:, :, :i + bq], v[:, :, :i + bq],
-                                     mask[:, i:i + bq, :i + bq]) for i in range(0, t, bq)], axis=3)
+    own_keys = kv is None or (isinstance(cache_index, int) and cache_index == 0)  # slots 0..t-1 are all it sees
+    if self.kernel.name != "xla" and t > 1 and own_keys:
+      own = attn.Mask(mask.dense[:, :, :t], mask.q_segment, mask.kv_segment[:, :t])
+      out = attn.kernel_attention(self.kernel, q, k_new, v_new, own)
     else:
-      out = (_attend_one if t == 1 else _attend)(q, k, v, mask)
-    out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, self.h * self.e)  # heads in (k, g) order, as q_proj
+      out = attn.xla_attention(q, k, v, mask.dense, causal_blocks=kv is None)
     return self.o_proj(out.astype(x.dtype)), new_kv
 
 
@@ -189,10 +152,10 @@ class MLP(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
-  def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
+  def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, kernel: Kernel = Kernel()):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
-    self.self_attn = Attention(cfg, rngs=rngs, **kw)
+    self.self_attn = Attention(cfg, rngs=rngs, kernel=kernel, **kw)
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
     self.mlp = MLP(cfg, rngs=rngs, **kw)
 
@@ -204,14 +167,21 @@ class DecoderLayer(nnx.Module):
 
 
 class Decoder(nnx.Module):
-  """Token embeddings -> L decoder layers -> final RMSNorm; `logits` applies the (tied or untied) head."""
+  """Token embeddings -> L decoder layers -> final RMSNorm; `logits` applies the (tied or untied) head.
 
-  def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, remat: str, scan: bool):
+  attention: an `insightv_jax.model.attention.IMPLEMENTATIONS` name, resolved here for this platform and dtype
+  (one that cannot run here raises `AttentionUnavailable`), or a resolved `attention.Kernel` (tests run the
+  accelerator paths on CPU with `Kernel(name, interpret=True)`).
+  """
+
+  def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, remat: str, scan: bool,
+               attention: str | Kernel = "auto"):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.cfg = cfg
+    self.kernel = attention if isinstance(attention, Kernel) else attn.resolve(attention, dtype)
     self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs, **kw)
-    self.layers = LayerStack(lambda r: DecoderLayer(cfg, rngs=r, **kw), cfg.num_hidden_layers, scan=scan,
-                             rngs=rngs)
+    self.layers = LayerStack(lambda r: DecoderLayer(cfg, rngs=r, kernel=self.kernel, **kw), cfg.num_hidden_layers,
+                             scan=scan, rngs=rngs)
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
     if not cfg.tie_word_embeddings:
       self.lm_head = Dense(cfg.hidden_size, cfg.vocab_size, axes=("embed", "vocab"), use_bias=False, rngs=rngs,
@@ -229,13 +199,13 @@ class Decoder(nnx.Module):
     b, t, _ = x.shape
     q_slot = jnp.broadcast_to(jnp.arange(t)[None] + cache_index, (b, t))
     if cache is None:
-      mask = attention_mask(segment_ids, q_slot, segment_ids)
+      kv_seg = segment_ids
       xs = None
     else:
       kv_seg = jax.lax.dynamic_update_slice_in_dim(cache.segment_ids, segment_ids.astype(jnp.int32),
                                                    cache_index, axis=1)
-      mask = attention_mask(segment_ids, q_slot, kv_seg)
       xs = (cache.k, cache.v) if self.layers.scan else list(zip(cache.k, cache.v))
+    mask = attn.Mask(attention_mask(segment_ids, q_slot, kv_seg), segment_ids, kv_seg)
     x = sharding.constrain(x, ("batch", "seq", "act_embed"))
 
     rope = rope_tables(positions, rope_inv_freq(self.cfg))

@@ -84,7 +84,8 @@ def build_train_state(config, model_cfg: LlavaConfig, mesh, *, reference_model: 
 
 def model_config(cfg, tokenizer=None) -> LlavaConfig:
   """The LlavaConfig of config.model: from the init checkpoint when there is one, else the preset dict."""
-  runtime = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, remat=cfg.remat, scan_layers=cfg.scan_layers)
+  runtime = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, remat=cfg.remat, scan_layers=cfg.scan_layers,
+                 attention=cfg.get("attention", "auto"))
   init = cfg.init
   if init == "random":
     mc = LlavaConfig.from_hf(cfg.hf_config.to_dict(), **runtime)
@@ -107,8 +108,9 @@ def init_model(cfg, mc: LlavaConfig, mesh, seed: int = 0) -> LlavaNext:
   """
   init = cfg.init
   if init != "random":
-    model = checkpoints.load_model(init, mc.dtype, param_dtype=mc.param_dtype, mesh=mesh,
-                                   scan_layers=mc.scan_layers, remat=mc.remat)
+    runtime = dict(dtype=mc.dtype, param_dtype=mc.param_dtype, remat=mc.remat, scan_layers=mc.scan_layers,
+                   attention=mc.attention)  # the checkpoint's own config (its vocabulary) with mc's runtime
+    model = checkpoints.load_model(init, config=checkpoints.read_config(init, **runtime), mesh=mesh)
   else:
     graphdef, abs_state = nnx.split(abstract_model(mc, seed))
     out = sharding.pure_dict_shardings(abs_state, mesh)
