@@ -10,6 +10,7 @@ import time
 
 import pytest
 from fake_server import JsonHandler, serve
+from train_data import override
 
 from configs.datagen import get_config
 from data_gen import assemble, pipeline, progressive
@@ -24,13 +25,7 @@ def _cfg(**kw):
   c.world.image_size = 56
   c.chunk_questions = 4
   c.backend.malformed_rate = 0.1
-  for k, v in kw.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return override(c, **kw)
 
 
 def _datasets(workdir):

@@ -30,7 +30,12 @@ def tiny_train_config(data: dict, job: str = "sft_reasoning", **overrides):
   cfg.tokenizer = data["tok"]
   cfg.data.paths = data["dpo" if job == "dpo" else "sft"]
   cfg.data.image_root = data["root"]
-  for key, value in overrides.items():
+  return override(cfg, **overrides)
+
+
+def override(cfg, **dotted):
+  """Sets dotted-key fields of an ml_collections config in place ({"optim.total_steps": 5}); returns it."""
+  for key, value in dotted.items():
     node = cfg
     *parents, leaf = key.split(".")
     for p in parents:
