@@ -9,6 +9,12 @@ each chunk of questions, and fsynced; a restarted run reads the journal and gene
 A line cut by a kill is dropped on restart. Assessment and assembly are pure functions of the journal, so
 a resumed run writes exactly the datasets an uninterrupted run writes.
 
+Server failures. A generator server that fails for good (connection refused through the retries, 401 / 403 /
+404, an unknown model: `openai_client.ServerError`) stops the run at once, naming the URL and the reason; the
+chunk in flight is not journaled, so a rerun resumes where the journal ends. Paths dropped because their
+requests failed (retries exhausted) are retried by a rerun, and a run in which more than half of the paths
+failed their requests stops with an error instead of writing mostly empty datasets.
+
 Outputs: workdir/datasets/{reasoning_sft,summary_sft,dpo}-{shard}-of-{n}.{jsonl,arrayrecord},
 workdir/report/ (report.md, counts.json, scores.png, examples.html).
 """
@@ -25,6 +31,7 @@ from absl import logging
 
 from data_gen import assemble, assess, backends, progressive, report
 from insightv_jax.data import llava_format, records, sources
+from insightv_jax.utils import openai_client
 from insightv_jax.utils.faults import kill_if
 from insightv_jax.utils.files import append_jsonl, read_jsonl_log, write_json
 
@@ -69,6 +76,26 @@ def load_questions(cfg) -> tuple[list[records.Question], object]:
   return qs, world
 
 
+def _key(row: dict) -> tuple[str, int]:
+  return row["question_id"], row["path_index"]
+
+
+def _request_failed(row: dict) -> bool:
+  return row["type"] == "drop" and row["reason"] == "request_failed"
+
+
+def _stop_if_most_requests_failed(rows: list[dict], backend, journal: str) -> None:
+  """More than half of the paths lost to failed requests: an error naming the server, not a report of done."""
+  failed = sum(map(_request_failed, rows))
+  if rows and failed > len(rows) / 2:
+    where = getattr(backend, "base_url", f"the {backend.name} backend")
+    stats = getattr(backend, "stats", None)
+    raise openai_client.ServerError(
+        f"{where}: {failed} of {len(rows)} paths failed their requests after the retries"
+        + (f" (client counts: {json.dumps(stats)})" if stats else "") + f"; the journal {journal} is kept and a "
+        "rerun retries exactly those paths once the server answers")
+
+
 def make_backend(cfg, world, cache_dir: str):
   kind = cfg.backend.kind
   if kind == "scripted":
@@ -108,7 +135,7 @@ def run(cfg, workdir: str) -> dict:
 
   # ------------------------------------------------------------------------------------- synthesis
   journal = os.path.join(workdir, "journal", f"paths-{shard}-of-{n_shards}.jsonl")
-  done = {(r["question_id"], r["path_index"]) for r in read_jsonl_log(journal)}
+  done = {_key(r) for r in read_jsonl_log(journal) if not _request_failed(r)}  # failed requests: retried
   todo = [(q, k) for q in questions for k in range(pcfg.paths_per_question) if (q.id, k) not in done]
   total = len(questions) * pcfg.paths_per_question
   logging.info("shard %d/%d: %d questions, %d/%d paths already in the journal", shard, n_shards, len(questions),
@@ -135,7 +162,8 @@ def run(cfg, workdir: str) -> dict:
     kill_if(cfg.debug_kill_at, f"chunk_{start // chunk + 1}")
 
   # ------------------------------------------------------------------------------------ assessment
-  rows = read_jsonl_log(journal)
+  rows = list({_key(r): r for r in read_jsonl_log(journal)}.values())  # a retried path's last row wins
+  _stop_if_most_requests_failed(rows, backend, journal)
   by_q: dict[str, list[records.ReasoningPath]] = collections.defaultdict(list)
   drops = collections.Counter()
   for r in rows:

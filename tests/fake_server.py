@@ -31,6 +31,24 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
     self.wfile.write(data)
 
 
+def teacher_reply(world, questions, messages: list[dict], malformed: bool = False) -> str:
+  """What a perfect generator answers in the progressive protocol (data_gen/progressive.py): the synthetic world
+  teacher's next step of the question the first user message asks, or its answer after FINAL_ANSWER.
+  `malformed`: a reply that is no JSON step (the synthesiser must retry it)."""
+  from data_gen import progressive
+  first = messages[0]["content"]
+  text = first[1]["text"] if isinstance(first, list) else first
+  task = world.teacher_task(next(q for q in questions if text.startswith(q.question)))
+  step = sum(1 for m in messages if m["role"] == "assistant")
+  if messages[-1]["content"] == progressive.FINAL_ANSWER:
+    return task.answer
+  if malformed:
+    return "Sure! Here is the step: title=..."
+  s = task.steps[min(step, len(task.steps) - 1)]
+  return json.dumps({"title": s.title, "content": s.content,
+                     "next_action": "summary" if step >= len(task.steps) - 1 else "continue"})
+
+
 @contextlib.contextmanager
 def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
   """Runs `handler` in a thread; yields the base URL "http://127.0.0.1:PORT/v1"."""

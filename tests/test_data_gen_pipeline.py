@@ -9,11 +9,11 @@ import sys
 import time
 
 import pytest
-from fake_server import JsonHandler, serve
+from fake_server import JsonHandler, serve, teacher_reply
 from train_data import override
 
 from configs.datagen import get_config
-from data_gen import assemble, pipeline, progressive
+from data_gen import assemble, pipeline
 from insightv_jax.data import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,18 +104,7 @@ class _Flaky(JsonHandler):
     msgs = body["messages"]
     assert msgs[0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert self.headers["Authorization"] == "Bearer sk-test-secret"
-    text = msgs[0]["content"][1]["text"]
-    q = next(q for q in self.questions if text.startswith(q.question))
-    task = self.world.teacher_task(q)
-    step = sum(1 for m in msgs if m["role"] == "assistant")
-    if msgs[-1]["content"] == progressive.FINAL_ANSWER:
-      reply = task.answer
-    elif n % 5 == 0:
-      reply = "Sure! Here is the step: title=..."  # malformed step: the synthesiser must retry
-    else:
-      s = task.steps[min(step, len(task.steps) - 1)]
-      reply = json.dumps({"title": s.title, "content": s.content,
-                          "next_action": "summary" if step >= len(task.steps) - 1 else "continue"})
+    reply = teacher_reply(self.world, self.questions, msgs, malformed=n % 5 == 0)  # malformed: retried
     self.send_json(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
 
 

@@ -159,10 +159,11 @@ def test_bad_records_are_skipped_counted_and_named(data, tmp_path, caplog):
 
 def test_missing_data_or_tokenizer_paths_are_named(tmp_path):
   from insightv_jax.data.tokenizer import load_tokenizer
+  from insightv_jax.utils.inputs import InputError
   for kind in ("array_record", "jsonl", "tfds"):
     with pytest.raises(FileNotFoundError, match=f"{kind} data source: no such file or folder: '.*nope'"):
       sources.open_source(kind, [str(tmp_path / "nope")])
-  with pytest.raises(FileNotFoundError, match="tokenizer folder '.*absent' does not exist"):
+  with pytest.raises(InputError, match="tokenizer folder '.*absent' does not exist"):
     load_tokenizer(str(tmp_path / "absent"))
 
 

@@ -29,11 +29,12 @@ from insightv_jax.checkpoints import hf_names
 from insightv_jax.checkpoints.safetensors_io import open_checkpoint, write_checkpoint
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.model.llava import LlavaNext, abstract_model
+from insightv_jax.utils.inputs import InputError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(InputError):
   """The checkpoint's tensors do not match the model its config.json describes."""
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from insightv_jax.model import anyres
 from insightv_jax.model.config import LlavaConfig
+from insightv_jax.utils.inputs import InputError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -66,7 +67,7 @@ class ImageProcessorConfig:
                                        self.tokens_per_tile))
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
   pass
 
 

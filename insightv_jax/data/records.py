@@ -25,13 +25,14 @@ import posixpath
 from typing import Any, ClassVar, Iterable, Iterator
 
 from insightv_jax.utils.files import atomic_path, atomic_write
+from insightv_jax.utils.inputs import InputError
 
 SCHEMA_VERSION = 1
 STEP_ACTIONS = ("continue", "summary")
 CHAIN_QUALITIES = ("high", "mid", "low", "wrong", "none")
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
   """A record that does not validate; the message says where and which field."""
 
 

@@ -32,6 +32,8 @@ import os
 import random
 from typing import Sequence
 
+from insightv_jax.utils.inputs import InputError, one_line
+
 _ARRAY_RECORD_MAGIC = b"\x83\xafp\xd1\r\x88J?"  # the first bytes of every riegeli (ArrayRecord) file
 _YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -49,13 +51,13 @@ def read_json_records(path: str) -> list[tuple[str, bytes]]:
   """A JSON array ("path[i]", element JSON) or JSON lines ("path:line", line bytes), by the file's content."""
   with open(path, "rb") as f:
     if f.read(len(_ARRAY_RECORD_MAGIC)) == _ARRAY_RECORD_MAGIC:
-      raise ValueError(f"json data source: {path!r} is an ArrayRecord file: set --config.data.source=array_record")
+      raise InputError(f"json data source: {path!r} is an ArrayRecord file: set --config.data.source=array_record")
   if _head(path) == b"[":
     with open(path, "rb") as f:
       try:
         items = json.load(f)
       except json.JSONDecodeError as e:
-        raise ValueError(f"json data source: {path!r} starts like a JSON array but is not valid JSON ({e})") from e
+        raise InputError(f"json data source: {path!r} starts like a JSON array but is not valid JSON ({e})") from e
     return [(f"{path}[{i}]", json.dumps(x, ensure_ascii=False).encode("utf-8")) for i, x in enumerate(items)]
   out = []
   with open(path, "rb") as f:
@@ -88,7 +90,7 @@ def sample(items: list, strategy: str, rng: random.Random) -> list:
     if n < 0:
       raise ValueError
   except ValueError:
-    raise ValueError(f"sampling_strategy {strategy!r}: expected all, first:N, end:N or random:N, N a count or "
+    raise InputError(f"sampling_strategy {strategy!r}: expected all, first:N, end:N or random:N, N a count or "
                      "an integer percentage (e.g. first:1000, random:10%)") from None
   if name == "first":
     return list(items[:n])
@@ -107,10 +109,10 @@ def read_mixture(path: str, seed: int = 0) -> list[tuple[str, bytes]]:
     try:
       spec = yaml.safe_load(f)
     except yaml.YAMLError as e:
-      raise ValueError(f"data mixture {path!r}: not valid YAML ({e})") from e
+      raise InputError(f"data mixture {path!r}: not valid YAML ({e})") from e
   entries = spec.get("datasets") if isinstance(spec, dict) else None
   if not isinstance(entries, list) or not entries:
-    raise ValueError(f"data mixture {path!r}: expected a 'datasets:' list of entries with json_path and "
+    raise InputError(f"data mixture {path!r}: expected a 'datasets:' list of entries with json_path and "
                      "sampling_strategy (LLaVA-NeXT's YAML format)")
   rng = random.Random(seed)
   out = []
@@ -118,16 +120,16 @@ def read_mixture(path: str, seed: int = 0) -> list[tuple[str, bytes]]:
     where = f"data mixture {path!r}, datasets[{k}]"
     json_path = entry.get("json_path") if isinstance(entry, dict) else None
     if not isinstance(json_path, str) or not json_path:
-      raise ValueError(f"{where}: needs a json_path (a JSON array or JSON lines file), got {entry!r:.100}")
+      raise InputError(f"{where}: needs a json_path (a JSON array or JSON lines file), got {entry!r:.100}")
     json_path = os.path.join(os.path.dirname(path), os.path.expanduser(json_path))
     if not os.path.isfile(json_path):
       raise FileNotFoundError(f"{where}: json_path {json_path!r}: no such file")
     if json_path.endswith(_YAML_SUFFIXES):
-      raise ValueError(f"{where}: json_path {json_path!r} is a YAML file; mixtures do not nest")
+      raise InputError(f"{where}: json_path {json_path!r} is a YAML file; mixtures do not nest")
     try:
       out += sample(read_json_records(json_path), entry.get("sampling_strategy", "all"), rng)
     except ValueError as e:
-      raise ValueError(f"{where}: {e}") from e
+      raise InputError(f"{where}: {e}") from e
   return out
 
 
@@ -155,23 +157,50 @@ class ArrayRecordSource:
   """
 
   def __init__(self, paths: str | Sequence[str]):
-    import grain
     self.paths = [paths] if isinstance(paths, str) else list(paths)
     for p in self.paths:
       if os.path.isfile(p) and (p.endswith(_YAML_SUFFIXES) or _head(p) in (b"[", b"{")):
-        raise ValueError(f"array_record data source: {p!r} is JSON or YAML text, not an ArrayRecord file: set "
+        raise InputError(f"array_record data source: {p!r} is JSON or YAML text, not an ArrayRecord file: set "
                          "--config.data.source=json (and --config.data.format=llava for LLaVA-NeXT data)")
-    self._src = grain.sources.ArrayRecordDataSource(self.paths)
+    self._src = _open_array_records(self.paths)
     self._names = ",".join(os.path.basename(p) for p in self.paths)
 
   def __len__(self) -> int:
     return len(self._src)
 
   def __getitem__(self, i: int) -> tuple[str, bytes]:
-    return f"{self._names}[{i}]", self._src[i]
+    try:
+      return f"{self._names}[{i}]", self._src[i]
+    except Exception as e:  # riegeli reports corruption as RuntimeError / ValueError without the file name
+      raise InputError(f"array_record data source: {self._names}[{i}] cannot be read, the file is corrupt or "
+                       f"truncated ({type(e).__name__}: {one_line(e)[:200] or 'no message'}); rewrite it with "
+                       "records.write_array_record") from e
 
   def __repr__(self):
     return f"ArrayRecordSource({self.paths})"
+
+
+def _open_array_records(paths: list[str]):
+  """grain's ArrayRecordDataSource over `paths`; a file riegeli cannot open is an InputError naming it."""
+  import grain
+  try:
+    return grain.sources.ArrayRecordDataSource(paths)
+  except Exception as e:  # riegeli: RuntimeError / ValueError, often without the file name
+    bad = next((p for p in paths if not _opens(p)), paths[0])
+    size = os.path.getsize(bad) if os.path.isfile(bad) else 0
+    raise InputError(f"array_record data source: {bad} is not a readable ArrayRecord file ({size} bytes: "
+                     f"{'empty' if not size else 'corrupt, truncated or another format'}; riegeli says "
+                     f"{type(e).__name__}: {one_line(e)[:200] or 'no message'}). Rewrite it with "
+                     "records.write_array_record, or for JSON / JSONL data set --config.data.source=json") from e
+
+
+def _opens(path: str) -> bool:
+  import grain
+  try:
+    grain.sources.ArrayRecordDataSource([path])
+    return True
+  except Exception:  # noqa: BLE001 - any failure means this file is the bad one
+    return False
 
 
 def detect_kind(paths: Sequence[str]) -> str:
@@ -204,4 +233,4 @@ def open_source(kind: str, paths: str | Sequence[str], split: str = "train", *, 
   if kind == "tfds":
     from insightv_jax.data.tfds_source import TfdsRecordSource  # TensorFlow Datasets is imported only when used
     return TfdsRecordSource(listed[0], split)
-  raise ValueError(f"unknown source kind {kind!r}; expected auto, array_record, json (or jsonl) or tfds")
+  raise InputError(f"unknown source kind {kind!r}; expected auto, array_record, json (or jsonl) or tfds")

@@ -12,18 +12,27 @@ from typing import Iterable
 
 from insightv_jax.data.prompts import AGENT_TOKENS
 from insightv_jax.data.templates import IMAGE_PLACEHOLDER, TEMPLATES
+from insightv_jax.utils.inputs import InputError, one_line
 
 PAD = "<pad>"
 
 
 def load_tokenizer(path: str):
-  """A saved tokenizer folder (or a hub id "org/name", where a hub is reachable) -> a transformers tokenizer."""
+  """A tokenizer folder written by `save_pretrained` -> a transformers tokenizer (never the hub: every run names
+  its tokenizer's folder). A missing, empty or unreadable folder is an `InputError` naming the folder."""
   from transformers import AutoTokenizer
+  if not isinstance(path, str) or not path.strip():
+    raise InputError("tokenizer path is empty: give the folder of a tokenizer written by save_pretrained "
+                     "(e.g. --config.tokenizer=/path/to/tokenizer)")
   local = os.path.expanduser(path)
-  if not os.path.isdir(local) and (path.startswith((".", os.path.sep, "~")) or path.count("/") > 1):
-    raise FileNotFoundError(f"tokenizer folder {path!r} does not exist (expected a folder written by "
-                            "save_pretrained, e.g. --config.tokenizer=/path/to/tokenizer)")
-  return AutoTokenizer.from_pretrained(local)
+  if not os.path.isdir(local):
+    raise InputError(f"tokenizer folder {path!r} {'is a file' if os.path.exists(local) else 'does not exist'} "
+                     "(expected a folder written by save_pretrained, e.g. --config.tokenizer=/path/to/tokenizer)")
+  try:
+    return AutoTokenizer.from_pretrained(local, local_files_only=True)
+  except Exception as e:  # transformers / tokenizers raise many unrelated types for a bad folder
+    raise InputError(f"tokenizer folder {path!r} cannot be loaded ({type(e).__name__}: {one_line(e)[:300]}); "
+                     "expected the files save_pretrained writes (tokenizer.json, tokenizer_config.json)") from e
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, template: str = "llama3", *, agent_tokens: bool = True):

@@ -8,13 +8,17 @@ What it does for every request:
   - POSTs {base_url}/chat/completions with the model, the messages and the sampling parameters as given;
   - retries with exponential backoff and jitter on 408/409/429/5xx, timeouts, dropped connections and
     malformed replies (not JSON, no choices, content not a string), up to `max_retries` times;
-  - gives up on other HTTP errors at once (a 400 or a 401 will not get better), returning None;
+  - gives up on other HTTP errors at once (a 400 will not get better), returning None;
+  - stops on a failure that will not heal, raising `ServerError` (an `InputError`) naming the URL and the reason:
+    401 / 403 / 404, an unknown model, or a server that refuses connections (or whose host name does not
+    resolve) through all the retries; from then on every request of this client raises at once (cached replies
+    are still served), so a run stops within its retries instead of recording every request as failed;
   - caches each successful reply on disk as <cache_dir>/<key>.json, the key a SHA-256 of the request
     (model + messages + parameters) unless the caller names one, so a rerun is answered from disk;
   - reads the API key from an environment variable and never logs or repr()s it.
 
-Thread-safe: several threads may share one client (the stats are counted under a lock). No project imports, so
-every layer of the library (and data_gen) can use it.
+Thread-safe: several threads may share one client (the stats are counted under a lock). It imports only
+`insightv_jax.utils.inputs`, so every layer of the library (and data_gen) can use it.
 """
 
 from __future__ import annotations
@@ -25,16 +29,24 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Any, Sequence
 
+from insightv_jax.utils.inputs import InputError
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
+FATAL_STATUS = (401, 403, 404)  # wrong key, no access, wrong URL or unknown model: retrying will not help
 STAT_KEYS = ("requests", "cache_hits", "retries", "failures", "http_errors", "timeouts", "bad_responses")
+
+
+class ServerError(InputError):
+  """The server failed in a way that will not heal (see the module docstring); the message names the URL."""
 
 
 class OpenAIClient:
@@ -48,6 +60,7 @@ class OpenAIClient:
     self.max_retries, self.timeout_s = max_retries, timeout_s
     self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
     self.stats = {k: 0 for k in STAT_KEYS}
+    self.fatal: str | None = None  # why the server will not answer (set once; every later request raises)
     self._lock = threading.Lock()
     if cache_dir:
       os.makedirs(cache_dir, exist_ok=True)
@@ -74,6 +87,7 @@ class OpenAIClient:
         reply = json.load(f)["reply"]
       self._count("cache_hits")
       return reply
+    self._raise_if_fatal()
     reply = self._post(json.dumps(payload).encode())
     if reply is None:
       self._count("failures")
@@ -87,6 +101,17 @@ class OpenAIClient:
     with self._lock:
       self.stats[key] += n
 
+  def _raise_if_fatal(self) -> None:
+    if self.fatal:
+      raise ServerError(f"{self.base_url}/chat/completions: {self.fatal}")
+
+  def _give_up(self, reason: str) -> None:
+    """Records a failure that will not heal and raises it (the first reason wins)."""
+    with self._lock:
+      self.fatal = self.fatal or reason
+    self._count("failures")
+    self._raise_if_fatal()
+
   def _cache_path(self, key: str) -> str | None:
     return os.path.join(self.cache_dir, key + ".json") if self.cache_dir else None
 
@@ -94,11 +119,13 @@ class OpenAIClient:
     headers = {"Content-Type": "application/json"}
     if self._api_key:
       headers["Authorization"] = f"Bearer {self._api_key}"
+    unreachable = None  # why every attempt so far failed to connect (refused, unknown host)
     for attempt in range(self.max_retries + 1):
       if attempt:
         self._count("retries")
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
         time.sleep(delay)
+        self._raise_if_fatal()  # another request found the server gone for good
       try:
         request = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
         with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
@@ -109,15 +136,55 @@ class OpenAIClient:
         return reply
       except urllib.error.HTTPError as e:  # before URLError: HTTPError is one
         self._count("http_errors")
+        unreachable = None
         if e.code in RETRY_STATUS:
           continue
+        detail = _error_detail(e)
+        if e.code in FATAL_STATUS or (e.code == 400 and _names_unknown_model(detail)):
+          what = {401: "unauthorized (check the API key in the environment variable named by api_key_env)",
+                  403: "forbidden (the key has no access to this model)",
+                  404: f"not found (check the base URL and the model name {self.model!r})"}.get(e.code, "bad request")
+          self._give_up(f"HTTP {e.code} {what}" + (f": {detail}" if detail else ""))
         log.warning("openai client: HTTP %d (not retried) from %s", e.code, self.base_url)
         return None
       except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as e:
         self._count("timeouts" if "timed out" in str(e) else "http_errors")
+        unreachable = _unreachable(e)
       except (ValueError, KeyError, IndexError, TypeError):  # not JSON, no choices, no content
+        unreachable = None
         self._count("bad_responses")
+    if unreachable:
+      self._give_up(f"{unreachable} on all {self.max_retries + 1} attempts; is the server running at this URL?")
     return None
+
+
+def _unreachable(e: Exception) -> str | None:
+  """'connection refused' / 'host name does not resolve' when `e` says the server cannot be reached at all."""
+  reason = getattr(e, "reason", e)
+  if isinstance(reason, ConnectionRefusedError):
+    return "connection refused"
+  if isinstance(reason, socket.gaierror):
+    return f"host name does not resolve ({reason})"
+  return None
+
+
+def _error_detail(e: urllib.error.HTTPError) -> str:
+  """The server's error message (OpenAI-style {"error": {"message": ...}} or the body's start), one line."""
+  try:
+    body = e.read().decode("utf-8", "replace")
+  except Exception:  # noqa: BLE001 - the status alone is enough
+    return ""
+  try:
+    err = json.loads(body).get("error", body)
+    body = err.get("message", err) if isinstance(err, dict) else err
+  except (ValueError, AttributeError):
+    pass
+  return " ".join(str(body).split())[:200]
+
+
+def _names_unknown_model(detail: str) -> bool:
+  low = detail.lower()
+  return "model" in low and any(w in low for w in ("not found", "does not exist", "unknown", "not exist"))
 
 
 def request_key(payload: dict) -> str:

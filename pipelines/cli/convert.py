@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from insightv_jax.checkpoints import convert, parse_spec
 from insightv_jax.data.tokenizer import add_image_token, load_tokenizer
+from insightv_jax.utils.inputs import InputError, existing, writable_dir
+from pipelines.cli import _inputs
+from pipelines.cli._app import run_main
 
 FLAGS = flags.FLAGS
 # --to value -> layout name in insightv_jax.checkpoints.LAYOUTS
@@ -58,15 +61,27 @@ def convert_checkpoint(src: str, dst: str, *, to: str, dtype: str = "float32", o
     tokenizer.save_pretrained(dst)
 
 
+def check_flags() -> None:
+  """--input a checkpoint folder, --output a new (or empty, or --overwrite) folder, --vision_config a file."""
+  _inputs.model(FLAGS.input, "--input")
+  out = writable_dir(FLAGS.output, "--output")
+  if os.path.isdir(out) and os.listdir(out) and not FLAGS.overwrite:
+    raise InputError(f"--output={FLAGS.output}: the folder exists and is not empty; pass --overwrite to replace it "
+                     "or give a new folder")
+  if FLAGS.vision_config:
+    existing(FLAGS.vision_config, "--vision_config", what="the vision tower's config.json")
+
+
 def main(argv):
   del argv
+  check_flags()
   convert_checkpoint(FLAGS.input, FLAGS.output, to=FLAGS.to, dtype=FLAGS.dtype, overwrite=FLAGS.overwrite,
                      vision_config=FLAGS.vision_config)
 
 
 def run():
   flags.mark_flags_as_required(["to", "input", "output"])
-  app.run(main)
+  run_main(main)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,25 @@
 """
 
 from data_gen.pipeline import run as run_datagen
+from pipelines.cli import _inputs
 from pipelines.cli._app import define_job_flags, run_job
 
 define_job_flags("Data-generation config (configs/datagen.py).", "Run folder (journal, datasets, report); reuse it "
                  "to resume.")
 
 
+def inputs(config) -> dict:
+  """The config fields that name inputs, by kind (pipelines/cli/_inputs.py)."""
+  table = {"questions": _inputs.questions, "image_root": _inputs.optional_dir}
+  if config.backend.kind == "openai":
+    table.update({"backend.base_url": _inputs.url, "backend.model": _inputs.nonempty})
+  elif config.backend.kind == "local":
+    table.update({"backend.model": _inputs.model, "backend.tokenizer": _inputs.tokenizer})
+  return table
+
+
 def run():
-  run_job(run_datagen)
+  run_job(run_datagen, inputs)
 
 
 if __name__ == "__main__":

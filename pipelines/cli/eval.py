@@ -5,14 +5,22 @@
 """
 
 from insightv_jax.eval.runner import run_eval
+from pipelines.cli import _inputs
 from pipelines.cli._app import define_job_flags, run_job
 
 define_job_flags("Eval config file (configs/eval.py).", "Output folder: per-system results (resumable) and "
                  "report.md/json.")
 
 
+def inputs(config) -> dict:
+  """The config fields that name inputs, by kind (pipelines/cli/_inputs.py)."""
+  return {"reasoning_model": _inputs.model, "summary_model": _inputs.optional_model,
+          "baseline_model": _inputs.optional_model, "tokenizer": _inputs.tokenizer,
+          "benchmarks": _inputs.data_files, "image_root": _inputs.optional_dir}
+
+
 def run():
-  run_job(run_eval)
+  run_job(run_eval, inputs)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Flags override any config field (`--config.optim.lr=1e-5`); the resolved config 
 
 from absl import flags
 
+from pipelines.cli import _inputs
 from pipelines.cli._app import define_job_flags, run_job
 
 FLAGS = flags.FLAGS
@@ -30,8 +31,19 @@ def job(config, workdir: str):
   return train(config, workdir)
 
 
+def inputs(config) -> dict:
+  """The config fields that name inputs, by kind (pipelines/cli/_inputs.py)."""
+  if config.get("task") == "dpo_iterative":
+    return {"start_model": _inputs.model, "train.tokenizer": _inputs.tokenizer,
+            "datagen.questions": _inputs.questions}
+  table = {"tokenizer": _inputs.tokenizer, "model.init": _inputs.init_model}
+  if not FLAGS.dry_run:
+    table.update({"data.paths": _inputs.data_files, "data.image_root": _inputs.optional_dir})
+  return table
+
+
 def run():
-  run_job(job)
+  run_job(job, inputs)
 
 
 if __name__ == "__main__":
