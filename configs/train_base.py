@@ -58,6 +58,9 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.data.max_bad_prefix = 100
   # ... or when more than this fraction of the records read were skipped, once max_bad_prefix were read (1.0: never)
   c.data.max_skip_fraction = 0.5
+  # shared-prompt DPO (dpo.shared_prompt) with pack=True: at most this many [prompt | chosen | rejected] pairs per
+  # row (the batch's pair slots are batch_size x pairs_per_row; set images_per_row to match for image pairs)
+  c.data.pairs_per_row = 1
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-5
@@ -78,6 +81,13 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.dpo.label_smoothing = 0.0  # conservative DPO (sigmoid) / robust DPO noise rate
   c.dpo.sft_weight = 0.0  # weight of an NLL term on the chosen chain (the Insight-V code uses 1.0)
   c.dpo.reference = "model"  # "model": frozen copy of the starting policy; "precomputed": ref_logps in records
+  # True: each pair is ONE row [prompt | chosen | rejected] (the rejected reply sees the prompt, not the chosen
+  # one; positions continue from the prompt on both; images spliced once), so the prompt runs through the decoder
+  # once per pair instead of twice; log-probs equal the unshared path's (tests/test_train_shared_dpo.py). The row
+  # holds prompt + both replies in data.max_len tokens (replies cut from the end to fit, the longer first), where
+  # the unshared path gives each side a max_len row of its own. False: chosen and rejected rows (`DpoBatch`).
+  # attention='splash' cannot run shared rows (named error; 'auto' runs them through xla on TPU).
+  c.dpo.shared_prompt = True
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 1  # pure data parallelism

@@ -129,6 +129,40 @@ def test_prefill_through_the_kernel_then_decode_gives_the_same_tokens(xla_model,
     np.testing.assert_array_equal(got, want)
 
 
+def shared_prompt_rows(t: int):
+  """Two shared-prompt rows of t tokens (batches.SharedDpoBatch): one pair + padding, and two packed pairs."""
+  seg, br, pos = np.zeros((2, t), np.int32), np.zeros((2, t), np.int32), np.zeros((2, t), np.int32)
+  at = 0
+  for row, pairs in ((0, [(20, 15, 11)]), (1, [(9, 12, 10), (14, 8, 6)])):
+    at = 0
+    for s, (p, c, r) in enumerate(pairs, 1):
+      seg[row, at:at + p + c + r] = s
+      br[row, at + p:at + p + c], br[row, at + p + c:at + p + c + r] = 1, 2
+      pos[row, at:at + p + c + r] = np.concatenate([np.arange(p + c), p + np.arange(r)])
+      at += p + c + r
+  return jnp.asarray(seg), jnp.asarray(br), jnp.asarray(pos)
+
+
+def test_shared_prompt_rows_cudnn_path_equals_xla_and_splash_says_it_cannot(xla_model):
+  """cudnn takes the branched mask as it is; an explicit splash raises a named error; auto's splash (TPU) runs
+  these rows through xla, with the xla path's logits."""
+  seg, br, pos = shared_prompt_rows(64)
+  ids = jnp.asarray(np.random.default_rng(3).integers(0, 200, seg.shape))
+  run = lambda model: np.asarray(model.hidden_states(ids, segment_ids=seg, positions=pos, branches=br)[0])
+  want = run(xla_model)
+  # the rejected reply does not see the chosen one: changing a chosen token leaves every rejected state as it was
+  moved = np.asarray(xla_model.hidden_states(ids.at[0, 25].set(7), segment_ids=seg, positions=pos,
+                                             branches=br)[0])
+  rejected = np.asarray(br == 2)
+  np.testing.assert_array_equal(moved[rejected], want[rejected])
+  assert not np.allclose(moved[0, 26:35], want[0, 26:35])  # the chosen reply after it does
+  np.testing.assert_allclose(run(with_kernel(xla_model, Kernel("cudnn", interpret=True))), want, atol=TOL, rtol=0)
+  np.testing.assert_allclose(run(with_kernel(xla_model, Kernel("splash", interpret=True, auto=True))), want,
+                             atol=TOL, rtol=0)
+  with pytest.raises(attention.SplashMaskUnsupported, match="shared-prompt.*dpo.shared_prompt=False"):
+    run(with_kernel(xla_model, Kernel("splash", interpret=True)))
+
+
 # ------------------------------------------------------------------------------------------ choosing one
 
 

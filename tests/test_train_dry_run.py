@@ -29,7 +29,8 @@ def test_dry_run_compiles_the_8b_step_on_8_fake_devices(tmp_path):
 
 
 def test_dry_run_compiles_the_8b_dpo_step_with_its_reference_model(tmp_path):
-  """The DPO step (policy and frozen reference over [chosen; rejected]) compiles from the config alone."""
+  """The DPO step (policy and frozen reference over shared-prompt [prompt | chosen | rejected] rows, the default)
+  compiles from the config alone."""
   report = _dry_run(tmp_path, "dpo", "--config.data.max_len=1024", "--config.data.batch_size=8")
   assert report["task"] == "dpo" and report["reference_model"] and report["mesh"]["fsdp"] == 8
   state = report["state_GiB_per_device"]
@@ -37,9 +38,9 @@ def test_dry_run_compiles_the_8b_dpo_step_with_its_reference_model(tmp_path):
   assert abs(state["params"] - params_gib) < 0.05 * params_gib
   assert state["ref_params"] == state["params"]  # the reference copy is part of the train state
   assert report["per_device_GiB"]["arguments"] >= state["params"] + state["ref_params"] + state["opt_state"]
-  # both sides of every pair run through the model: the FLOPs of 2 x 8 rows
+  # one row per pair (the prompt once, both replies): the FLOPs of 8 rows (unshared: 2 x 8)
   from configs.dpo import get_config
   from insightv_jax.train.flops import train_flops
   from insightv_jax.train.state import model_config
   mc = model_config(get_config("8b").model)
-  assert report["model_TFLOPs_per_step"] == round(train_flops(mc, 1024, 2 * 8, report["tiles_per_row"]) / 1e12, 1)
+  assert report["model_TFLOPs_per_step"] == round(train_flops(mc, 1024, 8, report["tiles_per_row"]) / 1e12, 1)

@@ -8,6 +8,9 @@ this process's share of the global batch; in the train step it is the global bat
     SftBatch    tokens: TokenRows; pixel_values [I, n, 3, tile, tile] float32; image_sizes [I, 2] int32
     DpoBatch    chosen, rejected: TokenRows (row b of each is the same pair); pixel_values, image_sizes
                 as in SftBatch, once for both sides; ref_logps [B, 2] float32 (chosen, rejected) or None
+    SharedDpoBatch  tokens: TokenRows, branches [B, T] int32: up to K pairs per row, each prompt once
+                (`[prompt | chosen | rejected]`); pixel_values, image_sizes as in SftBatch; ref_logps
+                [B, K, 2] float32 or None; K = pairs_per_row (static)
     BatchStats  skipped: records the loader skipped while filling the batch (host-side; never in the step)
     Loaded      (batch, stats): one element of the loader
 
@@ -18,6 +21,20 @@ Token rows, worked: one packed row (B=1, T=8) holding example a (3 tokens, last 
     segment_ids  [[ 1  1  1  2  2  2  2  0]]    example number in the row; 0 = padding
     positions    [[ 0  1  2  0  1  2  3  0]]    restart per example
     loss_mask    [[ 0  0  1  0  0  1  1  0]]    1 = a reply token the loss trains on
+
+Shared-prompt pairs, worked: prompt p0 p1 p2 (p2 the assistant header's last token), chosen reply c0 c1,
+rejected reply r0 r1 r2, K = 1, T = 10. The prompt's last token p2 heads each branch, because its hidden state
+predicts each reply's first token (the hidden state of the copy equals the original's: same token, same
+position, same keys), so every target is predicted from inside its own branch:
+
+    input_ids    [[p0 p1 p2 c0 c1 p2 r0 r1 r2 pad]]
+    branches     [[ 0  0  1  1  1  2  2  2  2  0]]    0 = shared prompt; 1 = chosen; 2 = rejected branch
+    segment_ids  [[ 1  1  1  1  1  1  1  1  1  0]]    pair number in the row; 0 = padding
+    positions    [[ 0  1  2  3  4  2  3  4  5  0]]    both branches continue from the shared prompt
+    loss_mask    [[ 0  0  0  1  1  0  1  1  1  0]]
+
+Rejected tokens see the shared prompt and their own branch, never the chosen reply (`model.llm.attention_mask`),
+so each reply's log-prob equals the one of its own unshared row [prompt | reply]; the images are spliced once.
 
 Image slots: row r owns slots [r * images_per_row, (r + 1) * images_per_row), in the order of its image
 placeholders; an unused slot is zeros with size (0, 0), which the model counts as zero image tokens (so the
@@ -53,6 +70,7 @@ class Geometry:
   images_per_row: int
   num_tiles: int
   tile: int
+  pairs_per_row: int = 1  # K: shared-prompt DPO pairs per row
 
   @property
   def image_slots(self) -> int:
@@ -124,7 +142,37 @@ class DpoBatch:
                ref_logps=_spec((g.rows, 2), np.float32, mesh) if ref_logps else None)
 
 
-Batch = Union[SftBatch, DpoBatch]
+@struct.dataclass
+class SharedDpoBatch:
+  """Preference pairs with each prompt once: up to K pairs per row, each `[prompt | chosen | rejected]` (see the
+  module doc's worked row).
+
+  tokens: TokenRows [B, T]: segment_ids = the pair's number in its row (1..K; 0 = padding), positions
+  continuing from the prompt on both branches, loss_mask on both replies. branches [B, T] int32: 0 = shared
+  prompt (and padding), 1 = chosen branch, 2 = rejected branch. pixel_values [I, n, 3, tile, tile] float32 and
+  image_sizes [I, 2] int32: each pair's images once, in the row's pair order. ref_logps [B, K, 2] float32:
+  precomputed (chosen, rejected) reference log-probs of pair k of row b (zeros for empty pair slots), or None.
+  pairs_per_row: K (static).
+  """
+
+  tokens: TokenRows
+  branches: jax.Array
+  pixel_values: jax.Array | None = None
+  image_sizes: jax.Array | None = None
+  ref_logps: jax.Array | None = None
+  pairs_per_row: int = struct.field(pytree_node=False, default=1)
+
+  @classmethod
+  def abstract(cls, g: Geometry, mesh=None, *, ref_logps: bool = False) -> SharedDpoBatch:
+    """The batch as `jax.ShapeDtypeStruct`s; `ref_logps`: whether it carries precomputed reference log-probs."""
+    k = g.pairs_per_row
+    return cls(tokens=TokenRows.abstract(g, mesh), branches=_spec((g.rows, g.max_len), np.int32, mesh),
+               **_image_specs(g, mesh), ref_logps=_spec((g.rows, k, 2), np.float32, mesh) if ref_logps else None,
+               pairs_per_row=k)
+
+
+PairBatch = Union[DpoBatch, SharedDpoBatch]
+Batch = Union[SftBatch, DpoBatch, SharedDpoBatch]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,9 @@ T = max_len, I = B * images_per_row image slots; shapes and dtypes in insightv_j
        image_sizes [I, 2]
   DPO  `DpoBatch`: chosen and rejected tokens [B, T] (no packing), images shared, once; ref_logps [B, 2] when
        the records carry reference log-probs
+       `SharedDpoBatch`: each pair as one `[prompt | chosen | rejected]` example (`shared_pairs.share_prompt`:
+       both sides tokenized and truncated as for `DpoBatch`, then cut further when the row cannot hold them),
+       up to pairs_per_row pairs per row with pack=True; ref_logps [B, K, 2]
   stats `BatchStats`: records skipped while filling this batch (outside the batch: the step never sees it)
 `abstract_batch` gives the global batch the train step takes, as `jax.ShapeDtypeStruct`s with shardings.
 """
@@ -45,8 +48,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from insightv_jax.data import llava_format, prompts, records, templates
-from insightv_jax.data.batches import BatchStats, DpoBatch, Geometry, Loaded, SftBatch, TokenRows
+from insightv_jax.data import llava_format, prompts, records, shared_pairs, templates
+from insightv_jax.data.batches import BatchStats, DpoBatch, Geometry, Loaded, SftBatch, SharedDpoBatch, TokenRows
 from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess, stack_batch
 from insightv_jax.model.config import LlavaConfig
 
@@ -66,7 +69,8 @@ class LoaderConfig:
   conversations trained as given, or DPO pairs; `llava_format`).
   max_bad_prefix: stop when none of the first N records read is usable; also the records read before
   max_skip_fraction applies (0 = neither check). max_skip_fraction: stop when more than this fraction of
-  the records read were skipped (1.0 = never).
+  the records read were skipped (1.0 = never). pairs_per_row: shared-prompt DPO pairs a row may hold (K;
+  > 1 needs pack=True).
   """
 
   max_len: int = 2048
@@ -84,6 +88,7 @@ class LoaderConfig:
   format: str = "auto"
   max_bad_prefix: int = 100
   max_skip_fraction: float = 0.5
+  pairs_per_row: int = 1
 
   @classmethod
   def from_config(cls, data_cfg) -> LoaderConfig:
@@ -133,12 +138,14 @@ class Encoder:
   """(where, record bytes) -> example dict of numpy arrays, or `Skipped` (raises `BadRecord` if strict).
 
   dpo: whether examples are preference pairs ("chosen" / "rejected") rather than SFT examples ("sft").
+  shared: pairs also as one shared-prompt example ("shared": ids, mask, positions, branches).
   """
 
   def __init__(self, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *, dpo: bool = False,
-               stop: _Stop | None = None):
+               shared: bool = False, stop: _Stop | None = None):
     self.cfg = cfg
     self.dpo = dpo
+    self.shared = shared
     self.stop = stop or _Stop()
     self.tokenizer = tokenizer
     self.template = templates.TEMPLATES[cfg.template]
@@ -198,6 +205,13 @@ class Encoder:
       for side in ("chosen", "rejected"):
         msgs = rec.messages_for(side) if llava else prompts.reasoning_messages(rec.prompt, getattr(rec, side))
         out[side] = self._tokenize(msgs, counts, where, rec.id)
+      if self.shared:
+        try:
+          out["shared"] = shared_pairs.share_prompt(out["chosen"], out["rejected"], max_len=self.cfg.max_len,
+                                                    min_target_tokens=self.cfg.min_target_tokens,
+                                                    image_token_id=self.image_token_id)
+        except ValueError as e:
+          raise BadRecord(f"{where} (id={rec.id!r}): {e}") from e
       if getattr(rec, "ref_chosen_logp", None) is not None:
         out["ref_logps"] = np.asarray([rec.ref_chosen_logp, rec.ref_rejected_logp], np.float32)
       return out
@@ -240,7 +254,7 @@ class Batcher(grain.IterDataset):
   """Examples -> `Loaded(batch, stats)` of fixed shapes (padding, or first-fit packing for SFT)."""
 
   def __init__(self, parent: grain.IterDataset, cfg: LoaderConfig, *, geometry: Geometry, pad_id: int,
-               batch_type: type[SftBatch] | type[DpoBatch], stop: _Stop | None = None):
+               batch_type: type[SftBatch] | type[DpoBatch] | type[SharedDpoBatch], stop: _Stop | None = None):
     super().__init__(parent)
     self.cfg, self.geometry, self.pad_id, self.batch_type = cfg, geometry, pad_id, batch_type
     self.stop = stop or _Stop()
@@ -268,8 +282,9 @@ class _BatchIterator(grain.DatasetIterator):
   def __next__(self) -> Loaded:
     ds, cfg, g = self.ds, self.ds.cfg, self.ds.geometry
     B, T = g.rows, g.max_len
-    dpo = ds.batch_type is DpoBatch
-    keys = ("chosen", "rejected") if dpo else ("sft",)
+    dpo = ds.batch_type in (DpoBatch, SharedDpoBatch)
+    shared = ds.batch_type is SharedDpoBatch
+    keys = ("shared",) if shared else ("chosen", "rejected") if dpo else ("sft",)
     rows: list[list[dict]] = [[] for _ in range(B)]  # the examples of each row, in reading order
     row_len, row_imgs = [0] * B, [0] * B
     skipped, filled = 0, 0
@@ -290,7 +305,8 @@ class _BatchIterator(grain.DatasetIterator):
       n_img, length = len(ex["tiles"]), max(len(ex[k][0]) for k in keys)
       candidates = range(min(filled + 1, B)) if cfg.pack else ([filled] if filled < B else [])
       slot = next((r for r in candidates
-                   if row_len[r] + length <= T and row_imgs[r] + n_img <= g.images_per_row), None)
+                   if row_len[r] + length <= T and row_imgs[r] + n_img <= g.images_per_row
+                   and not (shared and len(rows[r]) >= g.pairs_per_row)), None)
       if slot is None:  # the batch is full: this example opens the next one
         self._held, self._state_before_held = ex, state_before
         break
@@ -298,7 +314,7 @@ class _BatchIterator(grain.DatasetIterator):
       rows[slot].append(ex)
       row_len[slot] += length
       row_imgs[slot] += n_img
-    tokens = {k: _layout([[ex[k] for ex in row] for row in rows], T, ds.pad_id) for k in keys}
+    tokens = {k: _layout([[ex[k] for ex in row] for row in rows], T, ds.pad_id, branched=shared) for k in keys}
     examples = [ex for row in rows for ex in row]
     slots = []  # row r's images, then empty slots up to images_per_row
     for row in rows:
@@ -307,14 +323,22 @@ class _BatchIterator(grain.DatasetIterator):
     pixel_values, image_sizes = stack_batch(slots, g.num_tiles, g.tile)
     stats = BatchStats(skipped=skipped)
     if not dpo:
-      return Loaded(SftBatch(tokens=tokens["sft"], pixel_values=pixel_values, image_sizes=image_sizes), stats)
+      return Loaded(SftBatch(tokens=tokens["sft"][0], pixel_values=pixel_values, image_sizes=image_sizes), stats)
     ref_logps = None
     if any("ref_logps" in ex for ex in examples):
       if not all("ref_logps" in ex for ex in examples):
         raise BadRecord("a DPO batch mixes pairs with and without precomputed reference log-probs")
-      ref_logps = np.zeros((B, 2), np.float32)
-      ref_logps[:len(examples)] = np.stack([ex["ref_logps"] for ex in examples])
-    return Loaded(DpoBatch(chosen=tokens["chosen"], rejected=tokens["rejected"], pixel_values=pixel_values,
+      ref_logps = np.zeros((B, g.pairs_per_row, 2), np.float32)  # [B, K, 2]; pair k of row r
+      for r, row in enumerate(rows):
+        for k, ex in enumerate(row):
+          ref_logps[r, k] = ex["ref_logps"]
+    if shared:
+      layout, branches = tokens["shared"]
+      return Loaded(SharedDpoBatch(tokens=layout, branches=branches, pixel_values=pixel_values,
+                                   image_sizes=image_sizes, ref_logps=ref_logps, pairs_per_row=g.pairs_per_row),
+                    stats)
+    ref_logps = None if ref_logps is None else ref_logps[:, 0]  # one pair per row: [B, 2]
+    return Loaded(DpoBatch(chosen=tokens["chosen"][0], rejected=tokens["rejected"][0], pixel_values=pixel_values,
                            image_sizes=image_sizes, ref_logps=ref_logps), stats)
 
   def get_state(self):
@@ -361,21 +385,28 @@ class _Health:
     raise BadData(" ".join(msg.split()))
 
 
-def _layout(rows: list[list[tuple[np.ndarray, np.ndarray]]], T: int, pad_id: int) -> TokenRows:
-  """Each row's (ids, mask) segments, in order, laid out left-aligned in [B, T] rows (see batches.TokenRows)."""
+def _layout(rows: list[list[tuple[np.ndarray, ...]]], T: int, pad_id: int, *, branched: bool = False):
+  """Each row's segments, in order, laid out left-aligned in [B, T] rows -> (TokenRows, branches [B, T] or None).
+
+  A segment is (ids, mask) with positions 0..n-1 (see batches.TokenRows), or with branched=True a shared-prompt
+  pair (ids, mask, positions, branches) from `shared_pairs.share_prompt` (see batches.SharedDpoBatch).
+  """
   B = len(rows)
   ids = np.full((B, T), pad_id, np.int32)
   mask = np.zeros((B, T), np.int32)
   seg = np.zeros((B, T), np.int32)
   pos = np.zeros((B, T), np.int32)
+  br = np.zeros((B, T), np.int32)
   for r, segments in enumerate(rows):
     at = 0
-    for s, (x, m) in enumerate(segments, 1):
+    for s, (x, m, *more) in enumerate(segments, 1):
       n = len(x)
       ids[r, at:at + n], mask[r, at:at + n], seg[r, at:at + n] = x, m, s
-      pos[r, at:at + n] = np.arange(n)
+      pos[r, at:at + n] = more[0] if branched else np.arange(n)
+      if branched:
+        br[r, at:at + n] = more[1]
       at += n
-  return TokenRows(input_ids=ids, loss_mask=mask, segment_ids=seg, positions=pos)
+  return TokenRows(input_ids=ids, loss_mask=mask, segment_ids=seg, positions=pos), (br if branched else None)
 
 
 # --------------------------------------------------------------------------------------------- pipeline
@@ -384,11 +415,12 @@ def geometry(cfg: LoaderConfig, model_cfg: LlavaConfig, process_count: int = 1) 
   """The shapes of this process's batches (rows = batch_size // process_count); process_count=1: global."""
   proc = ImageProcessorConfig.for_model(model_cfg)
   return Geometry(rows=cfg.batch_size // process_count, max_len=cfg.max_len, images_per_row=cfg.images_per_row,
-                  num_tiles=proc.num_tiles, tile=proc.tile)
+                  num_tiles=proc.num_tiles, tile=proc.tile, pairs_per_row=cfg.pairs_per_row)
 
 
 def abstract_batch(cfg: LoaderConfig, model_cfg: LlavaConfig, mesh=None, *,
-                   batch_type: type[SftBatch] | type[DpoBatch] = SftBatch, ref_logps: bool = False):
+                   batch_type: type[SftBatch] | type[DpoBatch] | type[SharedDpoBatch] = SftBatch,
+                   ref_logps: bool = False):
   """The GLOBAL batch the train step takes, as `jax.ShapeDtypeStruct`s sharded over the mesh's batch axes.
 
   E.g. the tiny SFT config (batch_size 4, max_len 384, one 56-px image on a 2x2 grid of 28-px tiles):
@@ -396,8 +428,8 @@ def abstract_batch(cfg: LoaderConfig, model_cfg: LlavaConfig, mesh=None, *,
   ref_logps (DPO only): whether the pairs carry precomputed reference log-probs.
   """
   g = geometry(cfg, model_cfg)
-  if batch_type is DpoBatch:
-    return DpoBatch.abstract(g, mesh, ref_logps=ref_logps)
+  if batch_type in (DpoBatch, SharedDpoBatch):
+    return batch_type.abstract(g, mesh, ref_logps=ref_logps)
   return SftBatch.abstract(g, mesh)
 
 
@@ -417,17 +449,20 @@ def _probe(ds: grain.MapDataset, encoder: Encoder, cfg: LoaderConfig):
 
 
 def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *,
-                 batch_type: type[SftBatch] | type[DpoBatch] = SftBatch, process_index: int = 0,
-                 process_count: int = 1) -> grain.IterDataset:
+                 batch_type: type[SftBatch] | type[DpoBatch] | type[SharedDpoBatch] = SftBatch,
+                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """The full pipeline for this process: elements are `Loaded(batch, stats)` with `batch_type` batches.
 
   Iterate it, or `iter(...)` for a checkpointable iterator (`get_state` / `set_state`).
   """
-  dpo = batch_type is DpoBatch
+  dpo, shared = batch_type in (DpoBatch, SharedDpoBatch), batch_type is SharedDpoBatch
   if cfg.batch_size % process_count:
     raise ValueError(f"batch_size={cfg.batch_size} is not divisible by process_count={process_count}")
-  if dpo and cfg.pack:
-    raise ValueError("packing is for SFT; DPO pairs are padded (set pack=False)")
+  if batch_type is DpoBatch and cfg.pack:
+    raise ValueError("unshared DPO pairs are padded, one per row (set pack=False, or dpo.shared_prompt=True to "
+                     "pack several [prompt | chosen | rejected] pairs per row)")
+  if cfg.pairs_per_row != 1 and not (shared and cfg.pack):
+    raise ValueError(f"pairs_per_row={cfg.pairs_per_row} needs shared-prompt DPO with pack=True")
   if not cfg.pack and cfg.images_per_row != 1:
     raise ValueError("images_per_row > 1 needs pack=True")
   if cfg.format not in FORMATS:
@@ -438,7 +473,7 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
   ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=cfg.seed).repeat(cfg.num_epochs)
   stop = _Stop()
-  encoder = Encoder(cfg, model_cfg, tokenizer, dpo=dpo, stop=stop)
+  encoder = Encoder(cfg, model_cfg, tokenizer, dpo=dpo, shared=shared, stop=stop)
   _probe(ds, encoder, cfg)
   ds = ds.map(encoder)
   it = ds.to_iter_dataset()

@@ -8,7 +8,8 @@
             `is_causal=True` so the kernel skips the blocks above the diagonal.
   "splash"  the Pallas TPU splash-attention kernel (`jax.experimental.pallas.ops.tpu.splash_attention`):
             a static causal mask and `SegmentIds` for packing and padding; under a mesh it runs per shard
-            (`jax.shard_map`: rows over the batch axes, heads over `tensor`).
+            (`jax.shard_map`: rows over the batch axes, heads over `tensor`). It cannot take shared-prompt
+            rows (below): "auto" runs those through xla, an explicit "splash" raises `SplashMaskUnsupported`.
   "auto"    (the default) the best one for the platform and compute dtype: cudnn on GPU in bf16 / fp16,
             splash on TPU, xla otherwise.
 
@@ -26,6 +27,19 @@ equal segment ids, which is how splash takes it; cudnn takes the dense [b, t, s]
                                                                 0 0 1 0 0
                                                                 0 0 1 1 0
                                                                 0 0 1 1 1
+
+Shared-prompt rows (DPO `[prompt | chosen | rejected]`, `insightv_jax/data/batches.SharedDpoBatch`) add a branch
+id per token (0 = the shared prompt, 1 / 2 = one reply each): a key on another reply's branch is hidden too.
+That mask depends on each row's prompt length, which splash's static masks and segment-id equality cannot say;
+cudnn and xla take it as it is (`Mask.branched` marks it).
+
+    segment ids [1 1 1 1 1 1]   branches [0 0 1 1 2 2]   (prompt p0 p1 | chosen c0 c1 | rejected r0 r1)
+    mask:  p0  1 0 0 0 0 0
+           p1  1 1 0 0 0 0
+           c0  1 1 1 0 0 0
+           c1  1 1 1 1 0 0
+           r0  1 1 0 0 1 0      r0 sees the prompt and itself, not the chosen reply
+           r1  1 1 0 0 1 1
 
 `Kernel.interpret` runs an accelerator path on any platform, for tests on CPU: splash through Pallas'
 interpreter, and cudnn's exact `jax.nn.dot_product_attention` call with `implementation="xla"` (the same
@@ -54,12 +68,18 @@ class AttentionUnavailable(ValueError):
   """An attention implementation that cannot run here; the message names it, the platform and what to use."""
 
 
+class SplashMaskUnsupported(AttentionUnavailable):
+  """attention='splash' was asked for rows whose mask splash cannot express (shared-prompt DPO rows)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Kernel:
-  """A resolved implementation: name in ("xla", "cudnn", "splash"); interpret: run it on any platform (tests)."""
+  """A resolved implementation: name in ("xla", "cudnn", "splash"); interpret: run it on any platform (tests);
+  auto: chosen by "auto" (so it may fall back to xla for masks it cannot take) rather than asked for by name."""
 
   name: str = "xla"
   interpret: bool = False
+  auto: bool = dataclasses.field(default=False, compare=False)
 
 
 class Mask(NamedTuple):
@@ -68,11 +88,14 @@ class Mask(NamedTuple):
   dense:      [b, t, s] bool, the decoder's mask (xla, cudnn).
   q_segment:  [b, t] int32 segment ids of the queries (splash; 0 = padding).
   kv_segment: [b, s] int32 segment ids of the key slots (splash).
+  branched:   the rows are shared-prompt rows: `dense` also hides other branches, which the segment ids do not
+              say (static; splash cannot run them).
   """
 
   dense: jax.Array
   q_segment: jax.Array
   kv_segment: jax.Array
+  branched: bool = False
 
 
 def platform() -> str:
@@ -92,8 +115,8 @@ def resolve(name: str, dtype, *, on: str | None = None) -> Kernel:
   dtype = jnp.dtype(dtype).name
   if name == "auto":
     if on == "gpu" and dtype in CUDNN_DTYPES:
-      return Kernel("cudnn")
-    return Kernel("splash" if on == "tpu" else "xla")
+      return Kernel("cudnn", auto=True)
+    return Kernel("splash" if on == "tpu" else "xla", auto=True)
   if name == "cudnn":
     if on != "gpu":
       raise AttentionUnavailable(f"attention='cudnn' needs an NVIDIA GPU (cuDNN flash attention); this process "
@@ -236,6 +259,20 @@ def splash_attention(q, k, v, segments, *, interpret: bool = False):
                           check_vma=False)
   out = local(q, k, v, segments)
   return out.transpose(0, 2, 1, 3).reshape(b, t, h * e)
+
+
+def takes(kernel: Kernel, mask: Mask) -> bool:
+  """Whether `kernel` can run this mask. Splash cannot run shared-prompt (branched) rows: under "auto" they go
+  through xla (False); a model built with attention='splash' raises `SplashMaskUnsupported`."""
+  if kernel.name != "splash" or not mask.branched:
+    return True
+  if kernel.auto:
+    return False
+  raise SplashMaskUnsupported(
+      "attention='splash' cannot run shared-prompt DPO rows ([prompt | chosen | rejected], where the rejected "
+      "reply sees the prompt but not the chosen one): splash's masks are static and its segment ids only say "
+      "'same segment'. Use attention='auto' (splash elsewhere, xla for these rows) or 'xla', or set "
+      "config.dpo.shared_prompt=False")
 
 
 def kernel_attention(kernel: Kernel, q, k, v, mask: Mask):

@@ -89,11 +89,12 @@ class LlavaNext(nnx.Module):
   # ------------------------------------------------------------------------------------------ forward
 
   def hidden_states(self, input_ids, pixel_values=None, image_sizes=None, attention_mask=None, *,
-                    segment_ids=None, positions=None, cache: KVCache | None = None, cache_index=0):
+                    segment_ids=None, positions=None, cache: KVCache | None = None, cache_index=0, branches=None):
     """Final-norm hidden states [b, t, d] (and the updated cache when one is given).
 
     segment_ids [b, t] (0 = padding) generalise attention_mask for packed rows; positions default to
-    the index within each segment, so left padding does not shift a row's positions.
+    the index within each segment, so left padding does not shift a row's positions. branches [b, t]:
+    shared-prompt rows (`Decoder.__call__`; pass their positions too).
     """
     if segment_ids is None:
       segment_ids = (jnp.ones_like(input_ids) if attention_mask is None else attention_mask).astype(jnp.int32)
@@ -101,7 +102,8 @@ class LlavaNext(nnx.Module):
       positions = segment_positions(segment_ids)
     feats = None if pixel_values is None else self.image_features(pixel_values, image_sizes)
     x = self.embed(input_ids, feats)
-    h, new_cache = self.language_model(x, segment_ids, positions, cache=cache, cache_index=cache_index)
+    h, new_cache = self.language_model(x, segment_ids, positions, cache=cache, cache_index=cache_index,
+                                       branches=branches)
     return h, new_cache
 
   def logits(self, hidden: jax.Array) -> jax.Array:

@@ -97,10 +97,18 @@ def segment_positions(segment_ids: jax.Array) -> jax.Array:
   return jnp.where(segment_ids == 0, 0, t - first).astype(jnp.int32)
 
 
-def attention_mask(q_segment: jax.Array, q_slot: jax.Array, kv_segment: jax.Array) -> jax.Array:
-  """[b, t] query segments, [b, t] query slots, [b, s] key segments -> bool [b, t, s]."""
+def attention_mask(q_segment: jax.Array, q_slot: jax.Array, kv_segment: jax.Array,
+                   branches: jax.Array | None = None) -> jax.Array:
+  """[b, t] query segments, [b, t] query slots, [b, s] key segments -> bool [b, t, s].
+
+  branches [b, t] (shared-prompt rows, no cache, so s = t): 0 = the segment's shared prompt, k > 0 = one of
+  its replies; a key on a reply branch is seen only by queries of the same branch (see `attention`'s doc).
+  """
   kv_slot = jnp.arange(kv_segment.shape[1])[None, None, :]
-  return (kv_slot <= q_slot[:, :, None]) & (q_segment[:, :, None] == kv_segment[:, None, :])
+  mask = (kv_slot <= q_slot[:, :, None]) & (q_segment[:, :, None] == kv_segment[:, None, :])
+  if branches is None:
+    return mask
+  return mask & ((branches[:, None, :] == 0) | (branches[:, None, :] == branches[:, :, None]))
 
 
 class Attention(nnx.Module):
@@ -130,7 +138,7 @@ class Attention(nnx.Module):
     else:
       new_kv = None
     own_keys = kv is None or (isinstance(cache_index, int) and cache_index == 0)  # slots 0..t-1 are all it sees
-    if self.kernel.name != "xla" and t > 1 and own_keys:
+    if self.kernel.name != "xla" and t > 1 and own_keys and attn.takes(self.kernel, mask):
       own = attn.Mask(mask.dense[:, :, :t], mask.q_segment, mask.kv_segment[:, :t])
       out = attn.kernel_attention(self.kernel, q, k_new, v_new, own)
     else:
@@ -190,12 +198,16 @@ class Decoder(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array, positions: jax.Array,
-               cache: KVCache | None = None, cache_index: jax.Array | int = 0):
+               cache: KVCache | None = None, cache_index: jax.Array | int = 0, branches: jax.Array | None = None):
     """x: [b, t, d] input embeddings -> (hidden [b, t, d], updated cache or None).
 
     Without a cache, keys are the t tokens themselves. With a cache of s slots, the t tokens are written
     at slots [cache_index, cache_index + t) and attend to every filled slot before them.
+    branches [b, t] (shared-prompt rows, no cache): 0 = shared prompt, k > 0 = reply k, which no other reply
+    sees (`attention_mask`); positions then continue from the prompt on every branch.
     """
+    if branches is not None and cache is not None:
+      raise ValueError("branches (shared-prompt rows) are for cache-free forwards (training and scoring)")
     b, t, _ = x.shape
     q_slot = jnp.broadcast_to(jnp.arange(t)[None] + cache_index, (b, t))
     if cache is None:
@@ -205,7 +217,8 @@ class Decoder(nnx.Module):
       kv_seg = jax.lax.dynamic_update_slice_in_dim(cache.segment_ids, segment_ids.astype(jnp.int32),
                                                    cache_index, axis=1)
       xs = (cache.k, cache.v) if self.layers.scan else list(zip(cache.k, cache.v))
-    mask = attn.Mask(attention_mask(segment_ids, q_slot, kv_seg), segment_ids, kv_seg)
+    mask = attn.Mask(attention_mask(segment_ids, q_slot, kv_seg, branches), segment_ids, kv_seg,
+                     branched=branches is not None)
     x = sharding.constrain(x, ("batch", "seq", "act_embed"))
 
     rope = rope_tables(positions, rope_inv_freq(self.cfg))

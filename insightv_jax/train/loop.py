@@ -71,7 +71,7 @@ def train(config, workdir: str) -> dict:
   model_cfg = state_lib.model_config(config.model, tokenizer)
   source = sources.open_source(config.data.source, [p for p in config.data.paths.split(",") if p])
   dataset = loader.make_dataset(source, loader.LoaderConfig.from_config(config.data), model_cfg, tokenizer,
-                                batch_type=task.batch_type, process_index=jax.process_index(),
+                                batch_type=task.batch_type(config), process_index=jax.process_index(),
                                 process_count=jax.process_count())
 
   # ------------------------------------------------------------------------------ model and optimizer

@@ -75,6 +75,15 @@ def sequence_logprobs(hidden, logits_fn, input_ids, loss_mask, segment_ids, chun
   return lp.sum(-1), weights.sum(-1)
 
 
+def pair_sums(values: jax.Array, segment_ids: jax.Array, branches: jax.Array, pairs_per_row: int, branch: int):
+  """Per-pair sums over one branch of shared-prompt rows: values [b, t] -> [b * K] (pair k of row r at r * K + k).
+
+  Segment k + 1 of a row is its pair k (`batches.SharedDpoBatch`); only tokens with `branches == branch` count.
+  """
+  pair = jax.nn.one_hot(segment_ids - 1, pairs_per_row, dtype=values.dtype)  # [b, t, K]; padding (-1) is all 0
+  return jnp.einsum("bt,btk->bk", jnp.where(branches == branch, values, 0), pair).reshape(-1)
+
+
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 
 

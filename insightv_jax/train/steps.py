@@ -5,9 +5,11 @@ sum runs over (target tokens for SFT, pairs for DPO); the step divides summed gr
 count, so accumulating A micro-batches gives exactly the gradient of the full batch.
 
 State: {"step": int32 [], "params": pure dict of arrays, "opt_state": optax state} and, for DPO against a
-frozen reference model, "ref_params" (train/state.py builds it). Batches: `SftBatch` / `DpoBatch`
-(insightv_jax/data/batches.py). `compile_train_step` jits a step with its shardings and compiles it ahead
-of time; the train loop and the dry run both use it.
+frozen reference model, "ref_params" (train/state.py builds it). Batches (insightv_jax/data/batches.py):
+`SftBatch`, and for DPO either pair layout, `DpoBatch` (two rows per pair) or `SharedDpoBatch` (one
+`[prompt | chosen | rejected]` row per pair, or several packed), with the same log-probs.
+`compile_train_step` jits a step with its shardings and compiles it ahead of time; the train loop and the dry
+run both use it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import optax
 from flax import nnx
 
 from insightv_jax import sharding
-from insightv_jax.data.batches import DpoBatch, SftBatch
+from insightv_jax.data import shared_pairs
+from insightv_jax.data.batches import PairBatch, SftBatch, SharedDpoBatch
 from insightv_jax.train import losses
 
 
@@ -33,11 +36,15 @@ def sft_loss(graphdef, params, batch: SftBatch, *, chunk: int = 512):
   return nll.sum(), {"count": weights.sum()}
 
 
-def pair_logprobs(graphdef, params, batch: DpoBatch, *, chunk: int = 512):
-  """Chosen and rejected sequence log-probs from ONE forward over [chosen; rejected], images encoded once.
+def pair_logprobs(graphdef, params, batch: PairBatch, *, chunk: int = 512):
+  """Chosen and rejected sequence log-probs of every pair, images encoded once.
 
-  Returns (logps [2B], token counts [2B]) with the chosen rows first.
+  Returns (logps [2P], token counts [2P]) with the P chosen first: P = B for `DpoBatch` (ONE forward over
+  [chosen; rejected] rows), B * K for `SharedDpoBatch` (one forward over the shared rows; empty pair slots
+  have count 0).
   """
+  if isinstance(batch, SharedDpoBatch):
+    return shared_pair_logprobs(graphdef, params, batch, chunk=chunk)
   model = nnx.merge(graphdef, params)
   feats = None
   if batch.pixel_values is not None:
@@ -49,9 +56,24 @@ def pair_logprobs(graphdef, params, batch: DpoBatch, *, chunk: int = 512):
   return losses.sequence_logprobs(h, model.logits, rows.input_ids, rows.loss_mask, rows.segment_ids, chunk)
 
 
-def dpo_loss(graphdef, params, batch: DpoBatch, *, beta: float, loss_type: str = "sigmoid",
+def shared_pair_logprobs(graphdef, params, batch: SharedDpoBatch, *, chunk: int = 512):
+  """`pair_logprobs` of shared-prompt rows: one forward in which each prompt runs once and each reply sees
+  only the prompt and itself (`branches`), then per-pair sums per branch -> (logps [2P], counts [2P])."""
+  model = nnx.merge(graphdef, params)
+  t = batch.tokens
+  h, _ = model.hidden_states(t.input_ids, batch.pixel_values, batch.image_sizes, segment_ids=t.segment_ids,
+                             positions=t.positions, branches=batch.branches)
+  labels, weights = losses.next_token_targets(t.input_ids, t.loss_mask, t.segment_ids)
+  lp = losses.token_logprobs(h, model.logits, labels, chunk, weights > 0) * weights  # [B, T]
+  sums = lambda x, branch: losses.pair_sums(x, t.segment_ids, batch.branches, batch.pairs_per_row, branch)
+  logps = jnp.concatenate([sums(lp, shared_pairs.CHOSEN), sums(lp, shared_pairs.REJECTED)])
+  return logps, jnp.concatenate([sums(weights, shared_pairs.CHOSEN), sums(weights, shared_pairs.REJECTED)])
+
+
+def dpo_loss(graphdef, params, batch: PairBatch, *, beta: float, loss_type: str = "sigmoid",
              label_smoothing: float = 0.0, sft_weight: float = 0.0, chunk: int = 512, ref_params=None):
-  """DPO on a batch of pairs; reference log-probs from `ref_params` if given, else batch.ref_logps [B, 2]."""
+  """DPO on a batch of pairs; reference log-probs from `ref_params` if given, else batch.ref_logps ([B, 2], or
+  [B, K, 2] for shared-prompt rows)."""
   logp, count = pair_logprobs(graphdef, params, batch, chunk=chunk)
   b = logp.shape[0] // 2
   if ref_params is not None:
@@ -59,7 +81,8 @@ def dpo_loss(graphdef, params, batch: DpoBatch, *, beta: float, loss_type: str =
     ref_logp = jax.lax.stop_gradient(ref_logp)
     ref_c, ref_r = ref_logp[:b], ref_logp[b:]
   else:
-    ref_c, ref_r = batch.ref_logps[:, 0], batch.ref_logps[:, 1]
+    ref = batch.ref_logps.reshape(-1, 2)  # [P, 2], pairs in the order of `pair_logprobs`
+    ref_c, ref_r = ref[:, 0], ref[:, 1]
   pc, pr = logp[:b], logp[b:]
   if loss_type == "ipo":  # IPO is defined on length-averaged log-probs
     nc, nr = jnp.maximum(count[:b], 1), jnp.maximum(count[b:], 1)

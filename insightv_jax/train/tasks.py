@@ -1,7 +1,7 @@
 """The training tasks in one table: what the train loop and the dry run need to know about SFT and DPO.
 
     task = tasks.get(config.task)                     # TASKS["sft"] or TASKS["dpo"]; ValueError otherwise
-    task.batch_type                                   # SftBatch | DpoBatch: what the loader yields
+    task.batch_type(config)                           # SftBatch | DpoBatch | SharedDpoBatch: what the loader yields
     loss_fn = task.loss(config)                       # (graphdef, params, batch, ref_params) -> (sum, aux)
     task.reference_model(config)                      # does the state carry a frozen "ref_params" copy?
     task.abstract_batch(config, model_cfg, mesh)      # the global batch, ShapeDtypeStructs with shardings
@@ -19,8 +19,8 @@ from typing import Callable
 
 import jax
 
-from insightv_jax.data import loader
-from insightv_jax.data.batches import Batch, DpoBatch, SftBatch
+from insightv_jax.data import loader, shared_pairs
+from insightv_jax.data.batches import Batch, DpoBatch, SftBatch, SharedDpoBatch
 from insightv_jax.train import flops, steps
 
 # loss_fn(graphdef, params, batch, ref_params) -> (summed loss, aux with aux["count"]); see steps.make_train_step
@@ -31,32 +31,36 @@ LossFn = Callable[..., tuple[jax.Array, dict]]
 class Task:
   """One training objective.
 
-  batch_type: the loader's batch type for it. loss: config -> loss_fn. reference: config -> "none" (no
+  batches: config -> the loader's batch type for it. loss: config -> loss_fn. reference: config -> "none" (no
   reference), "model" (a frozen copy of the starting params in the train state) or "precomputed" (the
   batches carry ref_logps). trained_tokens: batch -> trained tokens in it (host-side, for tokens/s).
-  flops_rows: sequences the model runs per batch row (DPO: chosen and rejected).
+  flops_rows: sequences of max_len the model runs per batch row (unshared DPO: chosen and rejected).
   """
 
   name: str
-  batch_type: type[SftBatch] | type[DpoBatch]
+  batches: Callable[[object], type[Batch]]
   loss: Callable[[object], LossFn]
   reference: Callable[[object], str]
   trained_tokens: Callable[[Batch], int]
-  flops_rows: int
+  flops_rows: Callable[[object], int]
+
+  def batch_type(self, config) -> type[Batch]:
+    return self.batches(config)
 
   def reference_model(self, config) -> bool:
     return self.reference(config) == "model"
 
   def abstract_batch(self, config, model_cfg, mesh):
     """The global batch the compiled step takes (from config.data and the model's image geometry)."""
-    extra = {"ref_logps": self.reference(config) == "precomputed"} if self.batch_type is DpoBatch else {}
+    batch_type = self.batch_type(config)
+    extra = {"ref_logps": self.reference(config) == "precomputed"} if batch_type is not SftBatch else {}
     return loader.abstract_batch(loader.LoaderConfig.from_config(config.data), model_cfg, mesh,
-                                 batch_type=self.batch_type, **extra)
+                                 batch_type=batch_type, **extra)
 
   def fit_batch(self, batch: Batch, config) -> Batch:
     """The loader's batch with exactly the fields `abstract_batch` has: DPO pairs keep ref_logps only when
     config.dpo.reference is "precomputed" (and must have them then)."""
-    if not isinstance(batch, DpoBatch):
+    if isinstance(batch, SftBatch):
       return batch
     if self.reference(config) != "precomputed":
       return batch.replace(ref_logps=None) if batch.ref_logps is not None else batch
@@ -69,7 +73,8 @@ class Task:
     """Forward + backward model FLOPs of one optimizer step over the global batch (vision tower included)."""
     loader_cfg = loader.LoaderConfig.from_config(config.data)
     tiles = loader.geometry(loader_cfg, model_cfg).num_tiles * loader_cfg.images_per_row
-    return flops.train_flops(model_cfg, config.data.max_len, config.data.batch_size * self.flops_rows, tiles)
+    return flops.train_flops(model_cfg, config.data.max_len, config.data.batch_size * self.flops_rows(config),
+                             tiles)
 
 
 def _sft_loss(config) -> LossFn:
@@ -89,6 +94,16 @@ def _dpo_loss(config) -> LossFn:
   return loss_fn
 
 
+def _dpo_batches(config) -> type[DpoBatch] | type[SharedDpoBatch]:
+  return SharedDpoBatch if config.dpo.shared_prompt else DpoBatch
+
+
+def _chosen_targets(batch: DpoBatch | SharedDpoBatch) -> int:
+  if isinstance(batch, SharedDpoBatch):
+    return int((batch.tokens.loss_mask * (batch.branches == shared_pairs.CHOSEN)).sum())
+  return int(batch.chosen.loss_mask.sum())
+
+
 def _dpo_reference(config) -> str:
   if config.dpo.reference not in ("model", "precomputed"):
     raise ValueError(f"config.dpo.reference={config.dpo.reference!r}; expected 'model' or 'precomputed'")
@@ -96,10 +111,10 @@ def _dpo_reference(config) -> str:
 
 
 TASKS: dict[str, Task] = {
-    "sft": Task("sft", SftBatch, loss=_sft_loss, reference=lambda config: "none",
-                trained_tokens=lambda batch: int(batch.tokens.loss_mask.sum()), flops_rows=1),
-    "dpo": Task("dpo", DpoBatch, loss=_dpo_loss, reference=_dpo_reference,
-                trained_tokens=lambda batch: int(batch.chosen.loss_mask.sum()), flops_rows=2),
+    "sft": Task("sft", lambda config: SftBatch, loss=_sft_loss, reference=lambda config: "none",
+                trained_tokens=lambda batch: int(batch.tokens.loss_mask.sum()), flops_rows=lambda config: 1),
+    "dpo": Task("dpo", _dpo_batches, loss=_dpo_loss, reference=_dpo_reference, trained_tokens=_chosen_targets,
+                flops_rows=lambda config: 1 if config.dpo.shared_prompt else 2),
 }
 
 
