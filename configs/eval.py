@@ -29,6 +29,9 @@ def get_config(arg: str = ""):
   c.image_root = ""  # root for relative image paths in the benchmark files
   c.systems = "two_agent,direct,cot"  # which systems to run
   c.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
+  # attention implementation of every model loaded: auto | xla | cudnn | splash (auto: cudnn on GPU in bf16, splash
+  # on TPU, xla otherwise; insightv_jax/model/attention.py). Prefills run through it, decode steps always take xla.
+  c.attention = "auto"
   c.batch_size = 8  # prompts per generate call
   c.reasoning_max_new_tokens = 512  # chain length budget
   c.answer_max_new_tokens = 32  # summary / direct answer budget

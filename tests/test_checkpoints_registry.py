@@ -30,7 +30,9 @@ def test_every_layout_round_trips_and_is_detected(saved, layout):
   assert parse_spec(folder)[0].name == layout  # a bare folder: detected
   assert parse_spec(f"{layout}:{folder}")[0].name == layout
   assert read_config(folder).text == model.cfg.text
-  loaded, want = _params(load_model(folder)), _params(model)
+  model_xla = load_model(folder, attention="xla")
+  assert model_xla.cfg.attention == "xla" and model_xla.language_model.kernel.name == "xla"  # a runtime knob
+  loaded, want = _params(model_xla), _params(model)
   assert loaded.keys() == want.keys()
   for k in want:
     np.testing.assert_array_equal(loaded[k], want[k], err_msg=k)

@@ -153,12 +153,14 @@ def test_agent_and_run_eval_take_the_preset(tiny_model, monkeypatch, tmp_path):
   # run_eval hands config.prompts to every agent it builds
   made = []
   monkeypatch.setattr(runner, "load_tokenizer", lambda path: tok)
-  monkeypatch.setattr(runner, "load_model", lambda spec, dtype: tiny_model)
+  loaded = []
+  monkeypatch.setattr(runner, "load_model", lambda spec, dtype, attention: loaded.append(attention) or tiny_model)
   monkeypatch.setattr(runner, "evaluate", lambda *a, **k: [])
   monkeypatch.setattr(runner, "write_report", lambda *a, **k: {})
   monkeypatch.setattr(runner.infer, "Agent", lambda *a, preset, **k: made.append(preset))
   cfg = get_config()
   assert cfg.prompts == "ours" and cfg.vlmeval_rules == "current"
-  cfg.reasoning_model, cfg.prompts = "params:/nowhere", "insightv"
+  cfg.reasoning_model, cfg.prompts, cfg.attention = "params:/nowhere", "insightv", "xla"
   runner.run_eval(cfg, str(tmp_path))
   assert made == ["insightv"] * 4  # reasoner, summarizer, direct, cot
+  assert loaded == ["xla"]  # config.attention reaches model loading (one model plays every role here)

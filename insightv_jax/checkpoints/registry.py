@@ -83,7 +83,7 @@ def parse_spec(spec: str) -> tuple[Layout, str]:
 
 
 def read_config(spec: str, *, vision_config=None, **runtime) -> LlavaConfig:
-  """The `LlavaConfig` of a model spec; runtime: dtype, param_dtype, remat, scan_layers.
+  """The `LlavaConfig` of a model spec; runtime: dtype, param_dtype, remat, scan_layers, attention.
 
   vision_config: for a folder whose config.json names a vision tower that is no preset ("llava" layout).
   """
@@ -103,10 +103,12 @@ def _read_config(layout: Layout, folder: str, vision_config, runtime) -> LlavaCo
 
 def load_model(spec: str, dtype: str = "float32", *, param_dtype: str | None = None,
                mesh: jax.sharding.Mesh | None = None, scan_layers: bool = False, remat: str = "none",
-               config: LlavaConfig | None = None, vision_config=None, **options) -> LlavaNext:
+               attention: str = "auto", config: LlavaConfig | None = None, vision_config=None,
+               **options) -> LlavaNext:
   """A model spec -> `LlavaNext` with parameters born sharded on `mesh` (default: the first device).
 
-  dtype: compute dtype; param_dtype: storage dtype of the weights (defaults to `dtype`).
+  dtype: compute dtype; param_dtype: storage dtype of the weights (defaults to `dtype`). attention: the
+  decoder's attention implementation (`insightv_jax.model.attention`: auto | xla | cudnn | splash).
   config: use this config instead of the folder's (its runtime fields included).
   vision_config: the vision tower's config (a dict or a config.json path) for a "llava" folder whose tower is
   no preset.
@@ -114,7 +116,8 @@ def load_model(spec: str, dtype: str = "float32", *, param_dtype: str | None = N
   """
   layout, folder = parse_spec(spec)
   cfg = config or _read_config(layout, folder, vision_config, dict(dtype=dtype, param_dtype=param_dtype or dtype,
-                                                                   scan_layers=scan_layers, remat=remat))
+                                                                   scan_layers=scan_layers, remat=remat,
+                                                                   attention=attention))
   return layout.load(folder, cfg, mesh or sharding.single_device_mesh(), **options)
 
 

@@ -290,7 +290,7 @@ def run_eval(config, workdir: str) -> dict:
 
   def model(spec):
     if spec not in cache:
-      cache[spec] = load_model(spec, dtype=config.dtype)
+      cache[spec] = load_model(spec, dtype=config.dtype, attention=config.get("attention", "auto"))
     return cache[spec]
 
   rules = vc.check_rules(config.get("vlmeval_rules", "current"))
