@@ -4,13 +4,15 @@
 
 Kinds (one function each): a tokenizer folder, a model spec ('<layout>:<folder>' or a folder; 'random' where
 allowed), comma-separated data files, an optional folder (image roots), a question source ('synthetic:N',
-'llava:<file>' or a JSONL), a server URL. These checks see only paths and flag values; what is inside a file is
-checked where it is read (records, images, safetensors, tokenizers, server replies), and those errors name the
-file and the line, record or tensor.
+'llava:<file>' or a JSONL), a server URL. These checks see paths, flag values and what is cheap to read (a model's
+config.json, its safetensors headers and every tensor's byte range); the rest of a file is checked where it is
+read (records, images, tensors, tokenizers, server replies), and those errors name the file and the line,
+record or tensor.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.parse
 from typing import Callable
@@ -37,9 +39,23 @@ def model(value: str, flag: str, *, allow_random: bool = False) -> None:
   layout, sep, folder = value.partition(":")
   if not (sep and layout in MODEL_LAYOUTS):
     folder = value
-  existing(folder, flag, kind="dir", what=what)
-  if not os.path.exists(os.path.join(os.path.expanduser(folder), "config.json")):
+  full = existing(folder, flag, kind="dir", what=what)
+  config = os.path.join(full, "config.json")
+  if not os.path.exists(config):
     raise InputError(f"{flag}={value}: {folder} has no config.json (expected {what})")
+  try:
+    with open(config, encoding="utf-8") as f:
+      if not isinstance(json.load(f), dict):
+        raise ValueError("not a JSON object")
+  except (ValueError, UnicodeDecodeError) as e:
+    raise InputError(f"{flag}={value}: {config} is not a JSON object ({e}); the checkpoint's config.json is "
+                     "corrupt: copy it again") from None
+  if layout == "params" and not os.path.isdir(os.path.join(full, "params")):
+    raise InputError(f"{flag}={value}: {folder} has no params/ folder (expected a params folder written by "
+                     "insightv-train's export or insightv-convert --to=orbax)")
+  if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in os.listdir(full)):
+    from insightv_jax.checkpoints.safetensors_io import open_checkpoint  # headers and byte ranges only
+    open_checkpoint(full)
 
 
 def optional_model(value: str, flag: str) -> None:
@@ -52,12 +68,18 @@ def init_model(value: str, flag: str) -> None:
 
 
 def data_files(value: str, flag: str) -> None:
-  """Comma-separated files (or one prepared TFDS folder); each must exist and not be empty."""
+  """Comma-separated training data files (or one prepared TFDS folder); each must exist and not be empty."""
   paths = [p for p in required(value, flag, "comma-separated data files").split(",") if p]
   if len(paths) == 1 and os.path.isdir(os.path.expanduser(paths[0])):
     return  # a prepared TFDS builder folder: tfds_source checks it
   for p in paths:
     existing(p, flag, kind="file", what="a data file: ArrayRecord, JSON, JSONL or a YAML mixture")
+
+
+def benchmark_files(value: str, flag: str) -> None:
+  """Comma-separated benchmark files; each must exist and not be empty."""
+  for p in [p for p in required(value, flag, "comma-separated benchmark files").split(",") if p]:
+    existing(p, flag, kind="file", what="a benchmark file: VLMEvalKit .tsv, MathVista .json or JSONL")
 
 
 def optional_dir(value: str, flag: str) -> None:

@@ -23,8 +23,6 @@ import os
 
 from absl import flags
 
-from insightv_jax.checkpoints import convert, parse_spec
-from insightv_jax.data.tokenizer import add_image_token, load_tokenizer
 from insightv_jax.utils.inputs import InputError, existing, writable_dir
 from pipelines.cli import _inputs
 from pipelines.cli._app import run_main
@@ -46,6 +44,9 @@ flags.DEFINE_string("vision_config", None, "Original LLaVA-NeXT --input only, wh
 def convert_checkpoint(src: str, dst: str, *, to: str, dtype: str = "float32", overwrite: bool = False,
                        vision_config: str | None = None) -> None:
   """What the command runs; `to` is a --to value ('orbax', 'hf', 'llava-original')."""
+  # here: a bad flag is named before jax is imported
+  from insightv_jax.checkpoints import convert, parse_spec
+  from insightv_jax.data.tokenizer import add_image_token, load_tokenizer
   layout = TARGETS[to]
   _, folder = parse_spec(src)
   tokenizer = image_token = None

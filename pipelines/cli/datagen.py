@@ -3,7 +3,6 @@
     insightv-datagen --config=configs/datagen.py --workdir=/data/gen --config.backend.kind=openai ...
 """
 
-from data_gen.pipeline import run as run_datagen
 from pipelines.cli import _inputs
 from pipelines.cli._app import define_job_flags, run_job
 
@@ -21,8 +20,13 @@ def inputs(config) -> dict:
   return table
 
 
+def job(config, workdir: str):
+  from data_gen.pipeline import run as run_datagen  # here: a bad flag is named before jax is imported
+  return run_datagen(config, workdir)
+
+
 def run():
-  run_job(run_datagen, inputs)
+  run_job(job, inputs)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@
         --config.summary_model=params:/runs/s/export --config.tokenizer=/tok --config.benchmarks=/bench/mmstar.jsonl
 """
 
-from insightv_jax.eval.runner import run_eval
 from pipelines.cli import _inputs
 from pipelines.cli._app import define_job_flags, run_job
 
@@ -16,11 +15,16 @@ def inputs(config) -> dict:
   """The config fields that name inputs, by kind (pipelines/cli/_inputs.py)."""
   return {"reasoning_model": _inputs.model, "summary_model": _inputs.optional_model,
           "baseline_model": _inputs.optional_model, "tokenizer": _inputs.tokenizer,
-          "benchmarks": _inputs.data_files, "image_root": _inputs.optional_dir}
+          "benchmarks": _inputs.benchmark_files, "image_root": _inputs.optional_dir}
+
+
+def job(config, workdir: str):
+  from insightv_jax.eval.runner import run_eval  # here: a bad flag is named before jax is imported
+  return run_eval(config, workdir)
 
 
 def run():
-  run_job(run_eval, inputs)
+  run_job(job, inputs)
 
 
 if __name__ == "__main__":

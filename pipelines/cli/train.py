@@ -36,10 +36,10 @@ def inputs(config) -> dict:
   if config.get("task") == "dpo_iterative":
     return {"start_model": _inputs.model, "train.tokenizer": _inputs.tokenizer,
             "datagen.questions": _inputs.questions}
-  table = {"tokenizer": _inputs.tokenizer, "model.init": _inputs.init_model}
-  if not FLAGS.dry_run:
-    table.update({"data.paths": _inputs.data_files, "data.image_root": _inputs.optional_dir})
-  return table
+  if FLAGS.dry_run:  # abstract inputs: no tokenizer, no data
+    return {"model.init": _inputs.init_model}
+  return {"tokenizer": _inputs.tokenizer, "model.init": _inputs.init_model, "data.paths": _inputs.data_files,
+          "data.image_root": _inputs.optional_dir}
 
 
 def run():
