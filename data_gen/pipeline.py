@@ -96,6 +96,17 @@ def _stop_if_most_requests_failed(rows: list[dict], backend, journal: str) -> No
         "rerun retries exactly those paths once the server answers")
 
 
+def _image(q: records.Question, image_root: str | None, source: str) -> bytes | None:
+  """The question's (first) image bytes; a missing or unreadable file is a RecordError naming the question."""
+  if not q.images:
+    return None
+  try:
+    return q.images[0].read(image_root)
+  except OSError as e:
+    raise records.RecordError(f"{source}: question {q.id!r}: image {q.images[0].path!r} cannot be read under "
+                              f"--config.image_root={image_root or ''!r} ({e.strerror or e})") from e
+
+
 def make_backend(cfg, world, cache_dir: str):
   kind = cfg.backend.kind
   if kind == "scripted":
@@ -144,7 +155,7 @@ def run(cfg, workdir: str) -> dict:
   chunk = cfg.chunk_questions * pcfg.paths_per_question
   for start in range(0, len(todo), chunk):
     part = todo[start:start + chunk]
-    items = [(q, q.images[0].read(image_root) if q.images else None, k) for q, k in part]
+    items = [(q, _image(q, image_root, cfg.questions), k) for q, k in part]
     rows = []
     synth = progressive.synthesize if cfg.synthesis == "progressive" else progressive.synthesize_chains
     for out in synth(items, backend, pcfg):

@@ -350,6 +350,6 @@ def test_cli_on_the_wrong_format_stops_within_seconds_naming_the_file_and_record
   assert seconds < 30, seconds
   last = done.stderr.strip().splitlines()[-1]
   name = path if case == "llava_as_ours" else os.path.basename(path)
-  assert f"BadData: {name}: none of the first 100 records read is usable" in last, last
+  assert last.startswith(f"error: {name}: none of the first 100 records read is usable"), last
   assert f"First bad record: {name}[" in last and hint in last, last
   assert done.stderr.count("skipping record") == 0  # stopped before the pipeline started: no warning flood

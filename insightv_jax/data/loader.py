@@ -52,6 +52,7 @@ from insightv_jax.data import llava_format, prompts, records, shared_pairs, temp
 from insightv_jax.data.batches import BatchStats, DpoBatch, Geometry, Loaded, SftBatch, SharedDpoBatch, TokenRows
 from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess, stack_batch
 from insightv_jax.model.config import LlavaConfig
+from insightv_jax.utils.inputs import InputError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class BadRecord(Exception):
   """A record the loader cannot use; str() names the record and the reason."""
 
 
-class BadData(BadRecord):
+class BadData(BadRecord, InputError):
   """The data as a whole is unusable (too many bad records); str() is one line naming the file, the first bad
   record and its reason, and a format hint when there is one."""
 

@@ -71,7 +71,10 @@ def data_files(value: str, flag: str) -> None:
   """Comma-separated training data files (or one prepared TFDS folder); each must exist and not be empty."""
   paths = [p for p in required(value, flag, "comma-separated data files").split(",") if p]
   if len(paths) == 1 and os.path.isdir(os.path.expanduser(paths[0])):
-    return  # a prepared TFDS builder folder: tfds_source checks it
+    if not os.path.exists(os.path.join(os.path.expanduser(paths[0]), "dataset_info.json")):
+      raise InputError(f"{flag}={value}: is a folder but not a prepared TFDS builder folder (no dataset_info.json; "
+                       "see insightv_jax/data/tfds_source.py); give data files or a prepared builder folder")
+    return
   for p in paths:
     existing(p, flag, kind="file", what="a data file: ArrayRecord, JSON, JSONL or a YAML mixture")
 
