@@ -11,10 +11,10 @@ after it trained. The steps are the library's own (`train.state.build_train_stat
 `train.steps.make_train_step` / `compile_train_step`: what `insightv-train` runs), from configs/sft_reasoning.py
 and configs/dpo.py (reference = a frozen copy of the policy, NLL on the chosen reply).
 
-Prints, per task: layers, parameters, per-device memory, step time, tokens/s (DPO: pairs/s too, and tokens
-counting both sequences) and MFU = the analytic model FLOPs of the step (train/flops.py: 6 x params x tokens
-+ attention, vision tower included) / step time / the chip's bf16 peak (train/flops.py PEAK_FLOPS by device
-kind, or --peak_flops).
+Prints, per task: layers, parameters, per-device memory, step time, tokens/s (DPO: pairs/s too, and the tokens
+of all rows: configs/dpo.py's shared-prompt rows, one per pair) and MFU = the analytic model FLOPs of the step
+(train/flops.py: 6 x params x tokens + attention, vision tower included) / step time / the chip's bf16 peak
+(train/flops.py PEAK_FLOPS by device kind, or --peak_flops).
 
     python benchmarks/accelerator_step.py [--attention=auto|xla|cudnn|splash] [--task=both|sft|dpo] [--layers=0]
         [--seq=4096] [--remat=dots_saveable] [--steps=5]
@@ -91,7 +91,8 @@ def synthetic_batch(task_obj, config, mc, mesh, variant: str):
   """A batch of the compiled step's shapes: one image per row, then a question, then the (trained) reply."""
   import jax
 
-  from insightv_jax.data.batches import DpoBatch, SftBatch, TokenRows
+  from insightv_jax.data import loader, shared_pairs
+  from insightv_jax.data.batches import DpoBatch, SftBatch, SharedDpoBatch, TokenRows
   from insightv_jax.data.images import ImageProcessorConfig
   abstract = task_obj.abstract_batch(config, mc, mesh)
   rng = np.random.default_rng(0)
@@ -114,10 +115,15 @@ def synthetic_batch(task_obj, config, mc, mesh, variant: str):
 
   images = dict(pixel_values=rng.standard_normal(abstract.pixel_values.shape).astype(np.float32),
                 image_sizes=np.tile(np.asarray([[h, w]], np.int32), (abstract.image_sizes.shape[0], 1)))
-  if isinstance(abstract, DpoBatch):
+  if isinstance(abstract, (DpoBatch, SharedDpoBatch)):
     chosen, rejected = rows(1), rows(2)
     rejected.input_ids[:, :start] = chosen.input_ids[:, :start]  # the same prompt, another reply
     batch = DpoBatch(chosen=chosen, rejected=rejected, ref_logps=None, **images)
+    if isinstance(abstract, SharedDpoBatch):  # each pair in one row: the prompt, then both replies cut to fit
+      side = lambda x, i: (x.input_ids[i], x.loss_mask[i])
+      pairs = [[shared_pairs.share_prompt(side(chosen, i), side(rejected, i), max_len=t)] for i in range(b)]
+      tokens, branches = loader.layout(pairs, t, 0, branched=True)
+      batch = SharedDpoBatch(tokens=tokens, branches=branches, ref_logps=None, **images)
   else:
     batch = SftBatch(tokens=rows(1), **images)
   return jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), batch, abstract), abstract
@@ -190,8 +196,8 @@ def run_task(task: str, variant: str, args, limit: float | None, peak_flops: flo
   return {"task": task, "layers": mc.text.num_hidden_layers, "params_billion": built["params"][0] / 1e9,
           "trained_billion": built["params"][1] / 1e9, "attention": mc.attention, "dtype": mc.dtype,
           "remat": mc.remat, "seq": config.data.max_len, "rows": rows, "step_s": step_s,
-          "tokens_per_s": tokens / step_s, "sequences_per_step": rows * task_obj.flops_rows,
-          "all_tokens_per_s": tokens * task_obj.flops_rows / step_s, "model_tflops_per_step": flops / 1e12,
+          "tokens_per_s": tokens / step_s, "sequences_per_step": rows * task_obj.flops_rows(config),
+          "all_tokens_per_s": tokens * task_obj.flops_rows(config) / step_s, "model_tflops_per_step": flops / 1e12,
           "mfu": flops / step_s / peak_flops if peak_flops else None, "loss": float(metrics["loss"]),
           "per_device_GiB": built["memory"], "compile_s": built["compile_s"]}
 
@@ -231,8 +237,8 @@ def main():
     r = run_task(task, variant, args, limit, peak)
     results.append(r)
     mfu = "n/a (no peak for this device)" if r["mfu"] is None else f"{r['mfu']:.1%}"
-    extra = (f", {r['rows'] / r['step_s']:.2f} pairs/s, {r['all_tokens_per_s']:,.0f} tokens/s counting both "
-             f"sequences" if task == "dpo" else "")
+    extra = (f", {r['rows'] / r['step_s']:.2f} pairs/s, {r['all_tokens_per_s']:,.0f} tokens/s of all "
+             f"{r['sequences_per_step']} rows" if task == "dpo" else "")
     print(f"[{task}] {r['layers']} layers ({r['params_billion']:.2f}B params, {r['trained_billion']:.2f}B trained), "
           f"attention {r['attention']}, {r['dtype']}, remat {r['remat']}, {r['rows']} x {r['seq']} tokens: "
           f"{r['step_s'] * 1e3:.0f} ms/step, {r['tokens_per_s']:,.0f} tokens/s{extra}, "

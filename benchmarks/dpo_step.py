@@ -66,30 +66,20 @@ def _round_up(n: int, m: int = 64) -> int:
 
 def our_batch(cfg, shared: bool):
   """The pairs as the loader lays them out: `SharedDpoBatch` rows or `DpoBatch` rows (padded to 64 tokens)."""
-  from insightv_jax.data import shared_pairs
-  from insightv_jax.data.batches import DpoBatch, SharedDpoBatch, TokenRows
+  from insightv_jax.data import loader, shared_pairs
+  from insightv_jax.data.batches import DpoBatch, SharedDpoBatch
   prompts, chosen, rejected, pv, sizes = make_pairs(cfg)
   side = lambda p, r: (np.concatenate([p, r]), np.concatenate([np.zeros(len(p), np.int32), np.ones(len(r), np.int32)]))
   rows_c = [side(p, c) for p, c in zip(prompts, chosen)]
   rows_r = [side(p, r) for p, r in zip(prompts, rejected)]
-
-  def pad(rows, t):
-    out = {k: np.zeros((len(rows), t), np.int32) for k in ("ids", "mask", "seg", "pos", "br")}
-    for i, row in enumerate(rows):
-      n = len(row[0])
-      out["ids"][i, :n], out["mask"][i, :n], out["seg"][i, :n] = row[0], row[1], 1
-      out["pos"][i, :n] = row[2] if len(row) > 2 else np.arange(n)
-      if len(row) > 3:
-        out["br"][i, :n] = row[3]
-    return TokenRows(out["ids"], out["mask"], out["seg"], out["pos"]), out["br"]
-
   images = dict(pixel_values=pv, image_sizes=sizes)
   if shared:
     rows = [shared_pairs.share_prompt(c, r, max_len=10**6) for c, r in zip(rows_c, rows_r)]
-    tokens, branches = pad(rows, _round_up(max(len(r[0]) for r in rows)))
+    tokens, branches = loader.layout([[r] for r in rows], _round_up(max(len(r[0]) for r in rows)), 0, branched=True)
     return SharedDpoBatch(tokens=tokens, branches=branches, **images)
   t = _round_up(max(len(r[0]) for r in rows_c + rows_r))
-  return DpoBatch(chosen=pad(rows_c, t)[0], rejected=pad(rows_r, t)[0], **images)
+  return DpoBatch(chosen=loader.layout([[r] for r in rows_c], t, 0)[0],
+                  rejected=loader.layout([[r] for r in rows_r], t, 0)[0], **images)
 
 
 def side_jax(ckpt: str, steps: int, shared: bool) -> dict:

@@ -315,7 +315,7 @@ class _BatchIterator(grain.DatasetIterator):
       rows[slot].append(ex)
       row_len[slot] += length
       row_imgs[slot] += n_img
-    tokens = {k: _layout([[ex[k] for ex in row] for row in rows], T, ds.pad_id, branched=shared) for k in keys}
+    tokens = {k: layout([[ex[k] for ex in row] for row in rows], T, ds.pad_id, branched=shared) for k in keys}
     examples = [ex for row in rows for ex in row]
     slots = []  # row r's images, then empty slots up to images_per_row
     for row in rows:
@@ -386,7 +386,7 @@ class _Health:
     raise BadData(" ".join(msg.split()))
 
 
-def _layout(rows: list[list[tuple[np.ndarray, ...]]], T: int, pad_id: int, *, branched: bool = False):
+def layout(rows: list[list[tuple[np.ndarray, ...]]], T: int, pad_id: int, *, branched: bool = False):
   """Each row's segments, in order, laid out left-aligned in [B, T] rows -> (TokenRows, branches [B, T] or None).
 
   A segment is (ids, mask) with positions 0..n-1 (see batches.TokenRows), or with branched=True a shared-prompt
