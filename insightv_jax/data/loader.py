@@ -334,8 +334,8 @@ class _BatchIterator(grain.DatasetIterator):
         for k, ex in enumerate(row):
           ref_logps[r, k] = ex["ref_logps"]
     if shared:
-      layout, branches = tokens["shared"]
-      return Loaded(SharedDpoBatch(tokens=layout, branches=branches, pixel_values=pixel_values,
+      shared_rows, branches = tokens["shared"]
+      return Loaded(SharedDpoBatch(tokens=shared_rows, branches=branches, pixel_values=pixel_values,
                                    image_sizes=image_sizes, ref_logps=ref_logps, pairs_per_row=g.pairs_per_row),
                     stats)
     ref_logps = None if ref_logps is None else ref_logps[:, 0]  # one pair per row: [B, 2]
