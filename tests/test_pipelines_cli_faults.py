@@ -267,6 +267,35 @@ def _convert_intact(m, w, state):
   assert tree_digest(f"{w}/out") == state, "the failing run changed the existing export"
 
 
+EVAL_OUTPUTS = ("direct.jsonl", "report.md", "report.json")
+
+
+def _file_digests(folder: str, names) -> dict:
+  out = {}
+  for name in names:
+    with open(os.path.join(folder, name), "rb") as f:
+      out[name] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def _eval_first(m, w):
+  """An evaluation (one system, 2 questions) whose results and report a later run resumes from."""
+  status, _, err, _ = run_cli("eval", {**BASE["eval"], "config.systems": "direct"}, m, w)
+  assert status == 0, err[-2000:]
+  return _file_digests(f"{w}/run", EVAL_OUTPUTS)
+
+
+def _eval_resumes(m, w, state):
+  assert _file_digests(f"{w}/run", EVAL_OUTPUTS) == state, "the failing run changed the results or the report"
+  with open(f"{w}/run/direct.jsonl") as f:
+    done = f.read().splitlines()
+  status, _, err, _ = run_cli("eval", {**BASE["eval"], "config.systems": "direct", "config.limit": "3"}, m, w)
+  assert status == 0, err[-2000:]
+  with open(f"{w}/run/direct.jsonl") as f:
+    rows = f.read().splitlines()
+  assert len(done) == 2 and rows[:2] == done and len(rows) == 3  # finished questions kept, not recomputed
+
+
 def _journal_keys(w):
   with open(f"{w}/run/journal/paths-0-of-1.jsonl") as f:
     return [(r["question_id"], r["path_index"]) for r in map(json.loads, f)]
@@ -351,6 +380,9 @@ CASES = [
     Case("eval", "benchmark-empty-file", {"config.benchmarks": "{empty}"}, ("--config.benchmarks", "empty")),
     Case("eval", "benchmark-tsv-wrong-columns", {"config.benchmarks": "{tsv_wrong}"}, ("bench.tsv", "'index'")),
     Case("eval", "benchmark-jsonl-truncated", {"config.benchmarks": "{bench_cut}"}, ("bench.jsonl:2",)),
+    Case("eval", "resume-over-bad-benchmark", {"config.systems": "direct",
+                                               "config.benchmarks": "{root}/train.jsonl,{bench_cut}"},
+         ("bench.jsonl:2",), before=_eval_first, after=_eval_resumes),
     # insightv-datagen
     Case("datagen", "questions-missing", {"config.questions": "{w}/nope.jsonl"}, ("--config.questions", "nope")),
     Case("datagen", "questions-empty-file", {"config.questions": "{empty}"}, ("--config.questions", "empty")),
