@@ -84,8 +84,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except (KeyError, AttributeError) as e:  # ml_collections: an override of a field the config lacks
     key = str(e).strip("'\"")
     named = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and key in a.split("=")[0].split(".")]
-    flag = named[0] if named else "a --config.* override"
-    _exit(INPUT_STATUS, one_line(f"{flag}: the config has no field {key!r} (its fields are in the config file)"))
+    if named:
+      _exit(INPUT_STATUS, one_line(f"{named[0]}: the config has no field {key!r} (its fields are in the config file)"))
+    _exit(INPUT_STATUS, one_line(f"--config: the config file failed: {type(e).__name__}: {e}"))
   except OSError as e:  # ml_collections: the --config file could not be loaded
     _exit(INPUT_STATUS, one_line(f"--config: {e}"))
 
