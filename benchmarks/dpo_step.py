@@ -11,11 +11,13 @@ model (its forward is part of every step on all sides), AdamW, fp32 on CPU, ever
                     optimizer step, on the batch its vision collator would build from these pairs: 2 x PAIRS rows
                     [prompt | reply] and the image once per row (TRL encodes it for chosen and again for rejected)
 
-Each side runs in its own process (peak memory is its own), warm-up steps first, then `--steps` timed steps; the
-ratios printed are of sides measured in this run. Before timing, the chosen / rejected log-probs of the first
-pair are printed for every side (same weights, same tokens: they must agree).
+Each side runs in its own process (peak memory is its own), two warm-up steps first, then `--steps` steps timed
+one by one. On a machine shared with other jobs a step is slowed by whatever else runs then, so each side's
+fastest step is its number (the median is printed beside it); the ratios printed are of sides measured in this
+run. Before timing, the chosen / rejected log-probs of the first pair are printed for every side (same weights,
+same tokens: they must agree).
 
-    python benchmarks/dpo_step.py [--steps=3]
+    python benchmarks/dpo_step.py [--steps=4]
 """
 
 from __future__ import annotations
@@ -107,13 +109,14 @@ def side_jax(ckpt: str, steps: int, shared: bool) -> dict:
   for _ in range(2):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(state)
-  t0 = time.perf_counter()
+  times = []
   for _ in range(steps):
+    t0 = time.perf_counter()
     state, metrics = compiled(state, batch)
-  jax.block_until_ready(state)
-  dt = (time.perf_counter() - t0) / steps
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
   rows = batch.tokens.input_ids.shape if shared else (2 * PAIRS, batch.chosen.input_ids.shape[1])
-  return {"side": "shared" if shared else "unshared", "step_s": dt, "compile_s": compile_s,
+  return {"side": "shared" if shared else "unshared", "times": times, "compile_s": compile_s,
           "loss": float(metrics["loss"]), "logp_first_pair": [float(logp[0]), float(logp[PAIRS])],
           "rows": list(rows), "peak_rss_mib": common.peak_rss_mib()}
 
@@ -168,11 +171,12 @@ def side_trl(ckpt: str, steps: int) -> dict:
 
     for _ in range(2):
       one()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(steps):
+      t0 = time.perf_counter()
       loss = one()
-    dt = (time.perf_counter() - t0) / steps
-  return {"side": "trl", "step_s": dt, "loss": loss, "logp_first_pair": [float(lp[0]), float(lp[PAIRS])],
+      times.append(time.perf_counter() - t0)
+  return {"side": "trl", "times": times, "loss": loss, "logp_first_pair": [float(lp[0]), float(lp[PAIRS])],
           "rows": list(inputs["input_ids"].shape), "trl": trl.__version__, "torch": torch.__version__,
           "peak_rss_mib": common.peak_rss_mib()}
 
@@ -181,7 +185,7 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--side", choices=["shared", "unshared", "trl"])
   ap.add_argument("--ckpt")
-  ap.add_argument("--steps", type=int, default=3)
+  ap.add_argument("--steps", type=int, default=4)
   args = ap.parse_args()
   if args.side:
     if args.side == "trl":
@@ -209,7 +213,9 @@ def main():
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
   names = {"shared": "ours, shared prompt", "unshared": "ours, unshared", "trl": "TRL DPOTrainer"}
   for side, r in results.items():
-    print(f"{names[side]:22s} {PAIRS / r['step_s']:7.3f} pairs/s  {r['step_s']:7.2f} s/step  rows {r['rows']}  "
+    r["step_s"], r["median_s"] = min(r["times"]), float(np.median(r["times"]))
+    print(f"{names[side]:22s} {PAIRS / r['step_s']:7.3f} pairs/s  {r['step_s']:6.2f} s/step "
+          f"(median {r['median_s']:6.2f})  rows {r['rows']}  "
           f"peak RSS {r['peak_rss_mib']:6.0f} MiB  logp(pair 0: chosen, rejected) "
           f"{r['logp_first_pair'][0]:.3f}, {r['logp_first_pair'][1]:.3f}")
   if trl_error:

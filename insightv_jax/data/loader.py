@@ -252,7 +252,8 @@ class Encoder:
 # --------------------------------------------------------------------------------------------- batcher
 
 class Batcher(grain.IterDataset):
-  """Examples -> `Loaded(batch, stats)` of fixed shapes (padding, or first-fit packing for SFT)."""
+  """Examples -> `Loaded(batch, stats)` of fixed shapes (padding, or first-fit packing for SFT and shared-prompt
+  DPO)."""
 
   def __init__(self, parent: grain.IterDataset, cfg: LoaderConfig, *, geometry: Geometry, pad_id: int,
                batch_type: type[SftBatch] | type[DpoBatch] | type[SharedDpoBatch], stop: _Stop | None = None):
