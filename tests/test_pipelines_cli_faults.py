@@ -176,10 +176,10 @@ def build_material(root: str, tiny_cfg) -> dict:
          json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}))
   m["hf_config"] = _copy_dir(m["hf"], f"{root}/hf_config")
   _write(f"{m['hf_config']}/config.json", '{"model_type": "llava_next", "text_config": ')
-  small = dict(json.load(open(f"{m['hf']}/config.json")))
-  small["text_config"] = {**small["text_config"], "intermediate_size": small["text_config"]["intermediate_size"] * 2}
+  wider = dict(json.load(open(f"{m['hf']}/config.json")))  # an MLP twice as wide as the tensors
+  wider["text_config"] = {**wider["text_config"], "intermediate_size": wider["text_config"]["intermediate_size"] * 2}
   m["hf_shape"] = _copy_dir(m["hf"], f"{root}/hf_shape")
-  _write(f"{m['hf_shape']}/config.json", json.dumps(small))
+  _write(f"{m['hf_shape']}/config.json", json.dumps(wider))
   m["no_config"] = f"{root}/no_config"
   os.makedirs(m["no_config"])
   # tokenizers: corrupt
@@ -189,15 +189,14 @@ def build_material(root: str, tiny_cfg) -> dict:
   m["ar_random"] = _write(f"{root}/bad/random.ar", os.urandom(100_000))
   m["ar_cut"] = _truncate(m["sft"], f"{root}/bad/cut.ar")
   m["empty"] = _write(f"{root}/bad/empty.jsonl", b"")
-  sft = [json.loads(line) for line in open(f"{d}/train.jsonl")]
+  questions = [json.loads(line) for line in open(f"{d}/train.jsonl")]
   _write(f"{d}/corrupt/x.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200))
   rows = [{"kind": "reasoning_sft", "schema_version": 1, "id": q["id"], "question": q["question"],
-           "reasoning": "step one", "images": [{"path": "corrupt/x.png"}]} for q in sft]
+           "reasoning": "step one", "images": [{"path": "corrupt/x.png"}]} for q in questions]
   m["corrupt_images"] = _write(f"{root}/bad/corrupt_images.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
   rows = [{**r, "images": [{"path": f"../../outside/{r['id']}.png"}]} for r in rows]
   m["escaping"] = _write(f"{root}/bad/escaping.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
   m["json_cut"] = _write(f"{root}/bad/cut.json", "[" + json.dumps(rows[0]) + ", {\"id\": ")
-  m["text"] = _write(f"{root}/bad/notes.txt", "just some notes\n")
   m["tsv_wrong"] = _write(f"{root}/bad/bench.tsv", "id\tprompt\n1\twhat?\n")
   m["bench_cut"] = _write(f"{root}/bad/bench.jsonl", json.dumps({"question": "Q?", "answer": "A"}) + "\n{\"quest")
   m["questions_cut"] = _write(f"{root}/bad/questions.jsonl", open(f"{d}/train.jsonl").readline() + "{\"kind\": \"qu")
