@@ -22,4 +22,7 @@ def get_config(variant: str = "tiny"):
   c.datagen.progressive.paths_per_question = 4  # chains per question
   c.datagen.assembly.pairs_per_question = 1
   c.train = dpo.get_config(variant)  # one DPO round (model.init and data.paths are set per round)
+  # > 0: each round makes this many passes over its own pairs (train.optim.total_steps = ceil(epochs * pairs /
+  # batch_size); Insight-V: 1); 0: every round takes train.optim.total_steps whatever its number of pairs
+  c.epochs = 0.0
   return c

@@ -1,108 +1,131 @@
-"""`insightv-demo` / `make demo`: the whole Insight-V pipeline in miniature, on CPU (configs/demo.py).
+"""`insightv-demo` / `make demo`: the whole Insight-V pipeline in miniature, on CPU, over seeds (configs/demo.py).
 
+Shared by every seed (the generated data stays fixed):
   1. data generation on the synthetic world: progressive path synthesis (scripted generator with injected
      mistakes), assessment, assembly of reasoning-SFT, summary-SFT and DPO sets       -> datagen/
+     plus the baselines' sets, the summary agent's slipped chains and the held-out questions -> data/
   2. a BPE tokenizer trained on the demo's own text                                     -> tokenizer/
-  3. SFT of the reasoning agent, the summary agent, and two single-model baselines
-     (direct answer; chain-of-thought in one model)                     -> reasoning/ summary/ direct/ cot/
-  4. iterative DPO of the reasoning agent (sample -> assess -> pairs -> DPO)           -> dpo/round_k/
-  5. evaluation on held-out questions: baselines vs the two agents, before / after DPO  -> eval/
-  6. report.md with the accuracies per stage and PNG plots of training curves and accuracy
+Per seed (pipelines/demo_seed.py; jobs run side by side in `workers` processes):
+  3-4. SFT: the reasoning agent, the summary agent, and two single-model baselines (direct answer; chain-of-thought
+     in one model, which starts from the reasoning agent)          -> seed_<s>/{reasoning,summary,direct,cot}/
+  5. iterative DPO of the reasoning agent (sample -> assess -> pairs -> DPO, K rounds)  -> seed_<s>/dpo/round_k/
+  6. evaluation on held-out questions and the reasoning agent's chain accuracy per round -> seed_<s>/eval/
+Then report.md: mean ± std over seeds, min-max, the Wilson interval of the pooled answers, reasoning vs
+perception questions, the chain accuracy per DPO round, and PNG plots (pipelines/demo_report.py).
 Every stage is resumable: rerunning with the same --workdir skips what is finished.
 """
 
 from __future__ import annotations
 
-import copy
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging as py_logging
+import multiprocessing
 import os
 import time
+from typing import Callable
 
 from absl import logging
 
 from data_gen import pipeline
-from insightv_jax import infer
-from insightv_jax.checkpoints import load_model
+from data_gen.synthetic.world import PERCEPTION_KINDS, World
 from insightv_jax.data import prompts, records
-from insightv_jax.data.tokenizer import load_tokenizer, train_bpe
-from insightv_jax.eval import readers, runner
-from insightv_jax.train.loop import train
+from insightv_jax.data.tokenizer import train_bpe
+from insightv_jax.scoring import extract
 from insightv_jax.utils.files import is_done, mark_done
+from pipelines import demo_seed
 from pipelines.demo_report import write_report
-from pipelines.iterative_dpo import run_iterative
+from pipelines.demo_seed import Paths
+
+# relative cost of each job, for the schedule (longest remaining path first); measured on the default config
+COST = {"reasoning": 3.0, "summary": 2.0, "direct": 1.0, "cot": 1.0, "dpo": 2.0, "eval": 1.0}
 
 
 def run_demo(cfg, wd: str) -> dict:
   os.makedirs(wd, exist_ok=True)
+  with open(os.path.join(wd, "config.json"), "w") as f:
+    f.write(cfg.to_json_best_effort(indent=2))
+  p = Paths(wd)
   timings = {}
   t_start = time.time()
 
   # -------------------------------------------------------------------------------- 1. data generation
   t = time.time()
-  gen_dir = os.path.join(wd, "datagen")
-  if not is_done(gen_dir):
-    pipeline.run(cfg.datagen, gen_dir)
-    mark_done(gen_dir)
-  world = pipeline.make_world(cfg.datagen)
-  data_dir = os.path.join(wd, "data")
-  ds = lambda name: os.path.join(gen_dir, "datasets", f"{name}-0-of-1.arrayrecord")
-  if not is_done(data_dir):
-    os.makedirs(data_dir, exist_ok=True)
-    n_train = int(cfg.datagen.questions.split(":")[1])
-    train_questions = [world.question(i, "train") for i in range(n_train)]
-    records.write_array_record(os.path.join(data_dir, "direct.arrayrecord"), train_questions)
-    records.write_array_record(os.path.join(data_dir, "cot.arrayrecord"),
-                               _cot_records(train_questions, ds("reasoning_sft")))
-    records.write_jsonl(os.path.join(data_dir, "test.jsonl"), (world.question(i, "test") for i in range(cfg.n_test)))
-    mark_done(data_dir)
+  gen = cfg.datagen
+  with gen.unlocked():
+    gen.questions = f"synthetic:{cfg.n_train}"
+  if not is_done(p.gen):
+    pipeline.run(gen, p.gen)
+    mark_done(p.gen)
+  world = pipeline.make_world(gen)
+  if not is_done(p.data):
+    _write_data(cfg, p, world)
+    mark_done(p.data)
   timings["data generation"] = time.time() - t
 
   # -------------------------------------------------------------------------------------- 2. tokenizer
-  tok_dir = os.path.join(wd, "tokenizer")
-  if not is_done(tok_dir):
-    texts = [r.reasoning for r in records.read_jsonl(ds("reasoning_sft").replace(".arrayrecord", ".jsonl"))]
-    texts += [world.question(i).question for i in range(50)]
+  if not is_done(p.tok):
+    texts = [r.reasoning for r in records.read_jsonl(p.dataset("reasoning_sft").replace(".arrayrecord", ".jsonl"))]
+    texts += [prompts.format_question(q.question, q.choices) + " " + q.answer
+              for q in (world.question(i) for i in range(200))]
     texts += [prompts.REASONING_INSTRUCTION, prompts.SUMMARY_INSTRUCTION, prompts.DIRECT_INSTRUCTION,
               prompts.COT_INSTRUCTION, "Judgement: the reasoning is sound. flawed."] * 20
-    train_bpe(texts, cfg.tokenizer_vocab, cfg.reasoning.data.template).save_pretrained(tok_dir)
-    mark_done(tok_dir)
-  tokenizer = load_tokenizer(tok_dir)
+    train_bpe(texts, cfg.tokenizer_vocab, cfg.reasoning.data.template).save_pretrained(p.tok)
+    mark_done(p.tok)
 
-  # ------------------------------------------------------------------------------------------- 3. SFT
-  jobs = {"reasoning": ds("reasoning_sft"), "summary": ds("summary_sft"),
-          "direct": os.path.join(data_dir, "direct.arrayrecord"), "cot": os.path.join(data_dir, "cot.arrayrecord")}
-  for name, path in jobs.items():
-    t = time.time()
-    out = os.path.join(wd, name)
-    if not is_done(out):
-      c = copy.deepcopy(cfg[name])
-      c.tokenizer, c.data.paths = tok_dir, path
-      logging.info("SFT %s on %s", name, path)
-      train(c, out)
-      mark_done(out)
-    timings[f"SFT {name}"] = time.time() - t
-
-  # ------------------------------------------------------------------------------------------- 4. DPO
+  # ------------------------------------------------------------------------- 3-6. per-seed jobs, side by side
+  seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+  jobs = {}
+  for s in seeds:
+    for name in demo_seed.SFT_JOBS:
+      base = demo_seed.init_from(cfg, name)
+      jobs[f"seed {s} {name}"] = _Job(demo_seed.train_job, (cfg, wd, s, name), (f"seed {s} {base}",) if base
+                                      else (), name)
+    jobs[f"seed {s} dpo"] = _Job(demo_seed.dpo_job, (cfg, wd, s), (f"seed {s} reasoning",), "dpo")
+    jobs[f"seed {s} eval"] = _Job(demo_seed.eval_job, (cfg, wd, s),
+                                  tuple(f"seed {s} {n}" for n in (*demo_seed.SFT_JOBS, "dpo")), "eval")
   t = time.time()
-  icfg = copy.deepcopy(cfg.dpo_iterative)
-  with icfg.unlocked():
-    icfg.start_model = "params:" + os.path.join(wd, "reasoning", "export")
-    icfg.datagen.backend.tokenizer = icfg.train.tokenizer = tok_dir
-  dpo_rounds = run_iterative(icfg, os.path.join(wd, "dpo"))
-  timings["iterative DPO"] = time.time() - t
+  job_seconds = _run_jobs(jobs, cfg.workers, log_dir=os.path.join(wd, "logs"), cache=os.path.join(wd, "jax_cache"))
+  timings[f"{len(seeds)} seeds ({cfg.workers} workers side by side)"] = time.time() - t
+  for kind in COST:
+    timings[f"  {kind} (job time, summed over seeds)"] = sum(v for k, v in job_seconds.items() if jobs[k].kind == kind)
 
-  # ------------------------------------------------------------------------------------------ 5. eval
-  t = time.time()
-  accuracy = _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds)
-  timings["evaluation"] = time.time() - t
+  # ---------------------------------------------------------------------------------------------- report
   timings["total"] = time.time() - t_start
+  g = cfg.datagen.world
+  task = (f"{g.grid} x {g.grid} grids of four equally likely cell states and {g.shape_grid} x {g.shape_grid} "
+          f"lattices of {g.shapes} shapes, {g.image_size} px; question kinds (weight) {g.kinds}")
+  return write_report(wd, cfg, seeds=seeds, task=task, timings=timings)
 
-  # ---------------------------------------------------------------------------------------- 6. report
-  g = cfg.datagen.world.grid
-  return write_report(wd, task=f"count the cells of one colour in a {g} x {g} grid of four equally likely cell "
-                      "states (white, red, green, blue)", accuracy=accuracy, timings=timings, dpo_rounds=dpo_rounds,
-                      curves={n: os.path.join(wd, n, "metrics.jsonl") for n in jobs} | {
-                          f"dpo round {r['round']}": os.path.join(wd, "dpo", f"round_{r['round']}", "train",
-                                                                   "metrics.jsonl") for r in dpo_rounds})
+
+def _write_data(cfg, p: Paths, world: World) -> None:
+  """The baselines' sets, the summary agent's slipped chains and the held-out questions."""
+  os.makedirs(p.data, exist_ok=True)
+  train_questions = [world.question(i, "train") for i in range(cfg.n_train)]
+  records.write_array_record(os.path.join(p.data, "direct.arrayrecord"), train_questions)
+  records.write_array_record(os.path.join(p.data, "cot.arrayrecord"),
+                             _cot_records(train_questions, p.dataset("reasoning_sft")))
+  records.write_jsonl(p.test, (world.question(i, "test") for i in range(cfg.n_test)))
+  records.write_array_record(os.path.join(p.data, "slips.arrayrecord"), _slip_records(cfg, world, train_questions))
+
+
+def _slip_records(cfg, world: World, questions) -> list:
+  """Summary-agent examples whose chain reads every cell right but lets the running count slip once (the
+  teacher's `wrong_arithmetic`, the reasoning agent's commonest error), with the correct answer: the summary agent
+  learns to recount from the chain's own readings instead of copying its total. `cfg.summary_slips` per
+  reasoning question (0.5: every other one)."""
+  out = []
+  reasoning = [q for q in questions if q.meta["task"] not in PERCEPTION_KINDS]
+  for i, q in enumerate(reasoning):
+    for k in range(int((i + 1) * cfg.summary_slips) - int(i * cfg.summary_slips)):
+      path = world.teacher_path(q, mistake="wrong_arithmetic", sample=100 + k)
+      wrong = not extract.is_correct(path.final_answer, q.answer, choices=q.choices)
+      out.append(records.SummarySFT(id=f"{path.id}/s", images=q.images,
+                                    question=prompts.format_question(q.question, q.choices),
+                                    reasoning=prompts.format_chain(path.steps), answer=q.answer,
+                                    chain_quality="wrong" if wrong else "low", source=q.source))
+  return out
 
 
 def _cot_records(questions, reasoning_sft_path: str):
@@ -122,39 +145,97 @@ def _cot_records(questions, reasoning_sft_path: str):
   return out
 
 
-def _evaluate(cfg, wd, tokenizer, data_dir, dpo_rounds) -> dict:
-  questions = readers.read_benchmark(os.path.join(data_dir, "test.jsonl"))
-  load = lambda name: load_model("params:" + os.path.join(wd, name, "export"))
-  template = cfg.reasoning.data.template
-  gen = lambda n: infer.GenerationConfig(max_new_tokens=n, batch_size=cfg.eval_batch_size)
-  summary = infer.Agent(load("summary"), tokenizer, template, gen(cfg.answer_max_new_tokens))
-  reasoner = infer.Agent(load("reasoning"), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
-  direct = infer.Agent(load("direct"), tokenizer, template, gen(cfg.answer_max_new_tokens))
-  cot = infer.Agent(load("cot"), tokenizer, template, gen(cfg.reasoning_max_new_tokens + 10),
-                    stop_tokens=(prompts.OUTPUT_CLOSE,))
-  systems = {
-      "direct answer (baseline)": lambda ex: infer.direct(direct, ex),
-      "chain-of-thought, one model (baseline)": lambda ex: infer.chain_of_thought(cot, ex),
-      "summary agent alone (no chain)": lambda ex: infer.two_agent(_Silent(), summary, ex),
-      "two agents (SFT)": lambda ex: infer.two_agent(reasoner, summary, ex),
-  }
-  for r in dpo_rounds:
-    dpo_agent = infer.Agent(load_model(r["model"]), tokenizer, template, gen(cfg.reasoning_max_new_tokens))
-    systems[f"two agents + DPO round {r['round']}"] = lambda ex, a=dpo_agent: infer.two_agent(a, summary, ex)
-  out_dir = os.path.join(wd, "eval")
-  results = {}
-  for name, fn in systems.items():
-    key = name.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "plus")
-    results[name] = runner.evaluate(key, fn, questions, out_dir, image_root=data_dir,
-                                    batch_size=cfg.eval_batch_size * 4)
-  runner.write_report(out_dir, results, title="Held-out synthetic questions")
-  return {name: runner.summarise(rows)["overall"] for name, rows in results.items()}
+# ------------------------------------------------------------------------------------------------ scheduling
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+  fn: Callable
+  args: tuple
+  deps: tuple[str, ...]
+  kind: str
 
 
-class _Silent:
-  """A 'reasoning agent' that writes an empty chain: the summary agent must answer on its own."""
+def _run_jobs(jobs: dict[str, _Job], workers: int, log_dir: str, cache: str) -> dict[str, float]:
+  """Runs every job after its dependencies, `workers` at a time (1: in this process, in order); returns the
+  seconds each took. Among ready jobs the one with the longest remaining path (by COST) starts first.
 
-  prompts = prompts.get_preset("ours")
+  Compiled programs go to a persistent cache in `cache`: the seeds' jobs have the same shapes, so only the first
+  seed compiles.
+  """
+  os.makedirs(log_dir, exist_ok=True)
+  rank: dict[str, float] = {}
+  for name in reversed(list(jobs)):  # jobs are listed after their dependencies
+    after = [rank[n] for n, j in jobs.items() if name in j.deps]
+    rank[name] = COST[jobs[name].kind] + max(after, default=0.0)
+  seconds = {}
+  if workers <= 1:
+    for name, job in jobs.items():
+      seconds[name] = _timed(job.fn, job.args, os.path.join(log_dir, name.replace(" ", "_") + ".log"), cache)
+      logging.info("%s: %.0fs", name, seconds[name])
+    return seconds
+  pending, running = dict(jobs), {}
+  ctx = multiprocessing.get_context("spawn")  # JAX does not survive fork
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+    while pending or running:
+      ready = sorted((n for n, j in pending.items() if all(d in seconds for d in j.deps)), key=lambda n: -rank[n])
+      for name in ready[:workers - len(running)]:
+        job = pending.pop(name)
+        log = os.path.join(log_dir, name.replace(" ", "_") + ".log")
+        running[pool.submit(_timed, job.fn, job.args, log, cache, quiet=True)] = name
+        logging.info("started %s (log: %s)", name, log)
+      finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+      for f in finished:
+        name = running.pop(f)
+        seconds[name] = f.result()  # a failed job raises here, naming its log
+        logging.info("%s: %.0fs", name, seconds[name])
+  return seconds
 
-  def complete(self, conversations, images, **kw):
-    return ["" for _ in conversations]
+
+def _init_worker():
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()  # Grain reads absl flags; the worker never parses a command line
+  logging.set_verbosity(logging.INFO)  # into each job's log file (`_timed`); the worker has no console handler
+
+
+@contextlib.contextmanager
+def _compile_cache(path: str):
+  """JAX's persistent compilation cache in `path` for the duration (restored after: tests share the process)."""
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache
+  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  old = {k: getattr(jax.config, k) for k in keys}
+  compilation_cache.reset_cache()  # the cache is set up once per process: start it again with this folder
+  jax.config.update(keys[0], path)
+  jax.config.update(keys[1], 0.0)
+  try:
+    yield
+  finally:
+    for k, v in old.items():
+      jax.config.update(k, v)
+    compilation_cache.reset_cache()
+
+
+def _timed(fn, args, log_path: str, cache: str, quiet: bool = False) -> float:
+  """fn(*args) with its log lines (INFO and up) in log_path (only there when `quiet`: a worker's jobs would
+  interleave on the console) and compiled programs cached in `cache`; returns the seconds it took."""
+  handler = py_logging.FileHandler(log_path)
+  handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+  root = py_logging.getLogger()
+  level, others = root.level, list(root.handlers) if quiet else []
+  for h in others:
+    root.removeHandler(h)
+  root.addHandler(handler)
+  root.setLevel(py_logging.INFO)
+  t = time.time()
+  try:
+    with _compile_cache(cache):
+      fn(*args)
+  except Exception as e:
+    raise RuntimeError(f"{fn.__name__}{args[2:]} failed: {e!r}; log: {log_path}") from e
+  finally:
+    root.removeHandler(handler)
+    for h in others:
+      root.addHandler(h)
+    root.setLevel(level)
+    handler.close()
+  return time.time() - t

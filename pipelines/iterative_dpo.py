@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 
 from absl import logging
@@ -54,7 +55,9 @@ def run_iterative(config, workdir: str, *, evaluate=None) -> list[dict]:
       with tc.unlocked():
         tc.model.init = start
         tc.data.paths = pairs
-      logging.info("round %d: DPO on %d pairs", k, n_pairs)
+        if config.epochs:
+          tc.optim.total_steps = max(1, math.ceil(config.epochs * n_pairs / tc.data.batch_size))
+      logging.info("round %d: DPO on %d pairs (%d steps)", k, n_pairs, tc.optim.total_steps)
       train(tc, train_dir)
       mark_done(train_dir)
     kill_if(config.debug_kill_at, f"round_{k}/train")

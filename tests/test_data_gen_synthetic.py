@@ -8,7 +8,7 @@ import pytest
 
 from data_gen.synthetic.scenes import png_bytes
 from data_gen.synthetic.tasks import MISTAKES
-from data_gen.synthetic.world import ALL_KINDS, World, WorldConfig
+from data_gen.synthetic.world import ALL_KINDS, PERCEPTION_KINDS, World, WorldConfig
 
 
 def test_same_seed_same_world_different_seed_different_world():
@@ -48,3 +48,32 @@ def test_images_render_the_scene():
   assert png_bytes(img)[:4] == b"\x89PNG"
   with pytest.raises(ValueError, match="unknown task kinds"):
     WorldConfig(kinds=("nope",))
+
+
+def test_weighted_kinds_draw_in_proportion_and_leave_plain_worlds_alone():
+  world = World(WorldConfig(kinds=("count:2", "cell_colour:1", "left_of:1"), grid=3, image_size=24, shapes=2,
+                            shape_grid=3), seed=0)
+  assert world.cfg.kinds == ("count", "cell_colour", "left_of") and world.cfg.weights == (2.0, 1.0, 1.0)
+  kinds = collections.Counter(world.question(i).meta["task"] for i in range(600))
+  assert 250 < kinds["count"] < 350 and 110 < kinds["cell_colour"] < 190 and 110 < kinds["left_of"] < 190
+  plain = World(WorldConfig(kinds=("count", "left_of"), image_size=24), seed=0)
+  assert plain.cfg.weights == () and {plain.question(i).meta["task"] for i in range(50)} == {"count", "left_of"}
+  with pytest.raises(ValueError, match="weight"):
+    WorldConfig(kinds=("count:2", "left_of"))
+  with pytest.raises(ValueError, match="unknown task kinds"):
+    WorldConfig(kinds=("nope:1",))
+
+
+def test_cell_colour_is_read_off_the_scene_and_its_mistakes_name_another_colour():
+  world = World(WorldConfig(kinds=("cell_colour",), grid=3, image_size=24), seed=4)
+  wrong = collections.Counter()
+  for i in range(100):
+    item, q = world.item(i), world.question(i)
+    row, col = (int(x) - 1 for x in q.question.rstrip("?").split("row ")[1].split(", column "))
+    assert q.answer == item.scene.cells[row][col] == world.teacher_path(q).final_answer
+    assert q.meta["task"] in PERCEPTION_KINDS
+    for m in MISTAKES:
+      bad = world.teacher_path(q, mistake=m, sample=1)
+      assert bad.steps != world.teacher_path(q).steps
+      wrong[m] += bad.final_answer != q.answer
+  assert wrong["wrong_count"] == wrong["wrong_arithmetic"] == 100 and wrong["skipped_step"] > 50

@@ -1,8 +1,10 @@
-"""Iterative DPO (pipelines/iterative_dpo.py) resumes after a kill between stages, redoing nothing finished."""
+"""Iterative DPO (pipelines/iterative_dpo.py) resumes after a kill between stages, redoing nothing finished; each
+round trains `epochs` passes over its own pairs."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -27,7 +29,7 @@ def test_iterative_dpo_resumes_after_a_kill_between_stages(tmp_path, tiny_cfg):
           "--config.sampler=scripted", "--config.datagen.questions=synthetic:8",
           "--config.datagen.world.kinds=left_of,chart_range", "--config.datagen.world.image_size=56",
           "--config.datagen.world.seed=1", "--config.datagen.assembly.min_score_gap=1",
-          f"--config.train.tokenizer={data['tok']}", "--config.train.optim.total_steps=2",
+          f"--config.train.tokenizer={data['tok']}", "--config.epochs=0.5",
           "--config.train.data.batch_size=2", "--config.train.checkpoint.every=0", "--config.train.mesh.fsdp=1"]
   killed = subprocess.run(args + ["--config.debug_kill_at=round_1/train"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=600)
@@ -40,4 +42,8 @@ def test_iterative_dpo_resumes_after_a_kill_between_stages(tmp_path, tiny_cfg):
   assert os.path.getmtime(export) == stamp  # round 1 was not redone
   assert (tmp_path / "idpo" / "round_2" / "train" / "export" / "config.json").exists()
   with open(tmp_path / "idpo" / "round_2" / "train" / "config.json") as f:
-    assert json.load(f)["model"]["init"] == f"params:{tmp_path / 'idpo' / 'round_1' / 'train' / 'export'}"
+    round_2 = json.load(f)
+  assert round_2["model"]["init"] == f"params:{tmp_path / 'idpo' / 'round_1' / 'train' / 'export'}"
+  with open(tmp_path / "idpo" / "round_2" / "sample" / "report" / "counts.json") as f:
+    pairs = json.load(f)["datasets"]["dpo"]
+  assert round_2["optim"]["total_steps"] == max(1, math.ceil(0.5 * pairs / 2)), pairs

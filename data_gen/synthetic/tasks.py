@@ -8,7 +8,8 @@ correct chain as structured steps. The teacher can corrupt a chain on purpose:
 A corrupted chain's final answer follows from its (wrong) steps, as a fallible model's would.
 
 Task kinds:  count (grid, numeric)  compare (grid, multiple choice)  row_max (grid, multiple choice)
-             shape_count (shapes, numeric)  left_of (shapes, yes/no as multiple choice)
+             cell_colour (grid, one colour word: perception)
+             shape_count (shapes, numeric)  left_of (shapes, yes/no as multiple choice: perception)
              chart_sum (chart, numeric)  chart_range (chart, numeric: largest - smallest)
 """
 
@@ -52,7 +53,8 @@ def _corrupt_index(rng, n, prefer=()) -> int:
 # -------------------------------------------------------------------------------------------- grid
 
 def grid_count(scene: GridScene, colour: str, mistake: str | None = None, rng=None) -> Task:
-  """Cell by cell, row by row, with one running count: "Row 1: blue 0, red 1, red 2, white 2."
+  """Cell by cell, row by row, with one running count: "Row 1, red: blue 0, red 1, red 2, white 2." (each step
+  names the colour it counts: the comparison a reader makes at every cell has its colour a few tokens back)
 
   Mistakes: wrong_count misreads one cell (names the wrong colour and counts it), skipped_step leaves out a
   row that has the colour, wrong_arithmetic slips the running count by one at one cell.
@@ -74,7 +76,7 @@ def grid_count(scene: GridScene, colour: str, mistake: str | None = None, rng=No
       if mistake == "wrong_arithmetic" and (r, c) == (bad, bad_col):
         total += 1 if total == 0 or rng.random() < 0.5 else -1
       cells.append(f"{seen} {total}")
-    steps.append(TaskStep(f"Row {r + 1}", ", ".join(cells) + "."))
+    steps.append(TaskStep(f"Row {r + 1}, {colour}", ", ".join(cells) + "."))
   steps.append(TaskStep("Total", f"There are {total} {colour} cells."))
   return Task("count", f"How many {colour} cells are in the grid?", str(total), None, tuple(steps),
               {"row_counts": counts, "answer": sum(counts)})
@@ -113,6 +115,38 @@ def grid_row_max(scene: GridScene, colour: str, mistake: str | None = None, rng=
   truth = max(range(scene.rows), key=lambda r: (counts[r], -r))
   return Task("row_max", f"Which row has the most {colour} cells (the top-most if tied)?", _letter(best), choices,
               tuple(steps), {"row_counts": counts, "answer": _letter(truth)})
+
+
+def grid_cell_colour(scene: GridScene, row: int, col: int, mistake: str | None = None, rng=None) -> Task:
+  """Perception: one cell's colour. "Row 2 is green, red, white." then "Column 3 of row 2 is white."
+
+  Mistakes (each names a wrong colour): wrong_count misreads the cell, skipped_step leaves out the row reading
+  and takes the cell of a neighbouring row, wrong_arithmetic miscounts the columns and takes a neighbouring
+  cell of the row (another colour altogether when none differs).
+  """
+  truth = scene.cells[row][col]
+  row_cells = list(scene.cells[row])
+  seen = truth
+  if mistake == "wrong_count":
+    seen = _other_colour(truth, rng)
+  elif mistake == "skipped_step":
+    seen = scene.cells[row - 1 if row > 0 else row + 1][col] if scene.rows > 1 else _other_colour(truth, rng)
+  elif mistake == "wrong_arithmetic":
+    near = [row_cells[c] for c in (col - 1, col + 1) if 0 <= c < scene.cols and row_cells[c] != truth]
+    seen = near[int(rng.integers(len(near)))] if near else _other_colour(truth, rng)
+  if mistake in ("wrong_count", "wrong_arithmetic"):
+    row_cells[col] = seen
+  steps = [TaskStep(f"Row {row + 1}", f"Row {row + 1} is {', '.join(row_cells)}.")]
+  if mistake == "skipped_step":
+    steps = []
+  steps.append(TaskStep(f"Column {col + 1}", f"Column {col + 1} of row {row + 1} is {seen}."))
+  return Task("cell_colour", f"What colour is the cell in row {row + 1}, column {col + 1}?", seen, None,
+              tuple(steps), {"answer": truth})
+
+
+def _other_colour(colour: str, rng) -> str:
+  others = [c for c in ("white", "red", "green", "blue") if c != colour]
+  return others[int(rng.integers(len(others)))]
 
 
 # ------------------------------------------------------------------------------------------ shapes
@@ -198,13 +232,18 @@ def sample_task(rng: np.random.Generator, scene, kinds: tuple[str, ...], colours
   """A random task kind that fits the scene; returns (kind, builder(mistake, rng) -> Task)."""
   if isinstance(scene, GridScene):
     coloured = [c for c in colours if c != "white"]
-    options = [k for k in ("count", "compare", "row_max") if k in kinds and (k != "compare" or len(coloured) > 1)]
+    options = [k for k in ("count", "compare", "row_max", "cell_colour") if k in kinds
+               and (k != "compare" or len(coloured) > 1)]
     kind = options[rng.integers(len(options))]
     a, b = rng.permutation(len(coloured))[:2] if len(coloured) > 1 else (0, 0)
     ca, cb = coloured[a], coloured[b]
-    build = {"count": lambda m, r: grid_count(scene, ca, m, r),
-             "compare": lambda m, r: grid_compare(scene, ca, cb, m, r),
-             "row_max": lambda m, r: grid_row_max(scene, ca, m, r)}[kind]
+    if kind == "cell_colour":  # drawn only for this kind: the other kinds' questions stay as they were
+      cell = int(rng.integers(scene.rows * scene.cols))
+      build = lambda m, r: grid_cell_colour(scene, cell // scene.cols, cell % scene.cols, m, r)
+    else:
+      build = {"count": lambda m, r: grid_count(scene, ca, m, r),
+               "compare": lambda m, r: grid_compare(scene, ca, cb, m, r),
+               "row_max": lambda m, r: grid_row_max(scene, ca, m, r)}[kind]
   elif isinstance(scene, ShapeScene):
     options = [k for k in ("shape_count", "left_of") if k in kinds]
     kind = options[rng.integers(len(options))]

@@ -2,6 +2,7 @@
 
     world = World(WorldConfig(kinds=("count",), grid=6), seed=0)
     item = world.item(17)                 # scene, image, task; item i depends only on (seed, i)
+    world = World(WorldConfig(kinds=("count:2", "cell_colour:1", "left_of:1")))   # weighted kinds
     questions = world.write(root, split="train", n=1000)   # root/images/*.png + root/train.jsonl
     path = world.teacher_path(question, mistake="wrong_count", sample=2)   # a ReasoningPath record
 
@@ -20,15 +21,19 @@ from data_gen.synthetic import scenes
 from data_gen.synthetic.tasks import MISTAKES, Task, sample_task
 from insightv_jax.data import records
 
-GRID_KINDS = ("count", "compare", "row_max")
+GRID_KINDS = ("count", "compare", "row_max", "cell_colour")
 SHAPE_KINDS = ("shape_count", "left_of")
 CHART_KINDS = ("chart_sum", "chart_range")
-ALL_KINDS = GRID_KINDS + SHAPE_KINDS + CHART_KINDS
+KNOWN_KINDS = GRID_KINDS + SHAPE_KINDS + CHART_KINDS
+ALL_KINDS = tuple(k for k in KNOWN_KINDS if k != "cell_colour")  # the default mix (cell_colour came later)
+PERCEPTION_KINDS = ("cell_colour", "left_of")  # answered by looking; the other kinds need several steps
 
 
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
-  """kinds: task kinds to draw from (see tasks.py); grid: cells per side of grid scenes;
+  """kinds: task kinds to draw from (see tasks.py). Plain names: each scene family present is drawn equally
+  often, then one of its kinds. "name:weight" entries (all or none): kinds drawn in proportion to their
+  weights (`kinds` then holds the names, `weights` the weights). grid: cells per side of grid scenes;
   colours: cell/shape colours ("white" = empty cell); shapes: shapes per shape scene on a shape_grid lattice;
   bars: bars per chart; image_size: rendered side in pixels.
   """
@@ -40,11 +45,21 @@ class WorldConfig:
   shapes: int = 6
   bars: int = 5
   image_size: int = 336
+  weights: tuple[float, ...] = ()
 
   def __post_init__(self):
-    unknown = set(self.kinds) - set(ALL_KINDS)
+    weighted = [":" in k for k in self.kinds]
+    if any(weighted):
+      if not all(weighted) or self.weights:
+        raise ValueError(f"WorldConfig.kinds {self.kinds}: give every kind a weight ('name:weight') or none")
+      names, weights = zip(*(k.split(":", 1) for k in self.kinds))
+      object.__setattr__(self, "kinds", tuple(names))
+      object.__setattr__(self, "weights", tuple(float(w) for w in weights))
+    unknown = set(self.kinds) - set(KNOWN_KINDS)
     if unknown:
-      raise ValueError(f"WorldConfig.kinds: unknown task kinds {sorted(unknown)}; known: {ALL_KINDS}")
+      raise ValueError(f"WorldConfig.kinds: unknown task kinds {sorted(unknown)}; known: {KNOWN_KINDS}")
+    if self.weights and (len(self.weights) != len(self.kinds) or min(self.weights) < 0 or not sum(self.weights)):
+      raise ValueError(f"WorldConfig.weights {self.weights}: one non-negative weight per kind, not all zero")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +81,12 @@ class World:
     salt = {"train": 0, "val": 1, "test": 2}.get(split, 3)
     rng = np.random.default_rng([self.seed, salt, index])
     c = self.cfg
-    families = [f for f, kinds in (("grid", GRID_KINDS), ("shapes", SHAPE_KINDS), ("chart", CHART_KINDS))
-                if set(kinds) & set(c.kinds)]
+    kinds = c.kinds
+    if c.weights:
+      p = np.asarray(c.weights) / sum(c.weights)
+      kinds = (c.kinds[rng.choice(len(c.kinds), p=p)],)
+    families = [f for f, members in (("grid", GRID_KINDS), ("shapes", SHAPE_KINDS), ("chart", CHART_KINDS))
+                if set(members) & set(kinds)]
     family = families[rng.integers(len(families))]
     if family == "grid":
       scene = scenes.sample_grid(rng, c.grid, c.grid, c.colours)
@@ -75,7 +94,7 @@ class World:
       scene = scenes.sample_shapes(rng, c.shape_grid, c.shapes, tuple(x for x in c.colours if x != "white"))
     else:
       scene = scenes.sample_chart(rng, c.bars)
-    _, build = sample_task(rng, scene, c.kinds, c.colours)
+    _, build = sample_task(rng, scene, kinds, c.colours)
     return Item(f"{split}-{self.seed}-{index:07d}", scene, build(None, None), build)
 
   def question(self, index: int, split: str = "train", image_path: str | None = None,
