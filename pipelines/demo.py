@@ -43,6 +43,7 @@ COST = {"reasoning": 3.0, "summary": 2.0, "direct": 1.0, "cot": 1.0, "dpo": 2.0,
 
 
 def run_demo(cfg, wd: str) -> dict:
+  bases = demo_seed.start_from(cfg)  # a bad --config.start_from fails here, before any work
   os.makedirs(wd, exist_ok=True)
   with open(os.path.join(wd, "config.json"), "w") as f:
     f.write(cfg.to_json_best_effort(indent=2))
@@ -78,10 +79,9 @@ def run_demo(cfg, wd: str) -> dict:
   seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
   jobs = {}
   for s in seeds:
-    for name in demo_seed.SFT_JOBS:
-      base = demo_seed.init_from(cfg, name)
-      jobs[f"seed {s} {name}"] = _Job(demo_seed.train_job, (cfg, wd, s, name), (f"seed {s} {base}",) if base
-                                      else (), name)
+    for name in sorted(demo_seed.SFT_JOBS, key=lambda n: n in bases):  # jobs from random init first
+      jobs[f"seed {s} {name}"] = _Job(demo_seed.train_job, (cfg, wd, s, name),
+                                      (f"seed {s} {bases[name]}",) if name in bases else (), name)
     jobs[f"seed {s} dpo"] = _Job(demo_seed.dpo_job, (cfg, wd, s), (f"seed {s} reasoning",), "dpo")
     jobs[f"seed {s} eval"] = _Job(demo_seed.eval_job, (cfg, wd, s),
                                   tuple(f"seed {s} {n}" for n in (*demo_seed.SFT_JOBS, "dpo")), "eval")
@@ -178,6 +178,8 @@ def _run_jobs(jobs: dict[str, _Job], workers: int, log_dir: str, cache: str) -> 
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
     while pending or running:
       ready = sorted((n for n, j in pending.items() if all(d in seconds for d in j.deps)), key=lambda n: -rank[n])
+      if not ready and not running:
+        raise ValueError(f"jobs {sorted(pending)} wait on jobs that do not exist")
       for name in ready[:workers - len(running)]:
         job = pending.pop(name)
         log = os.path.join(log_dir, name.replace(" ", "_") + ".log")

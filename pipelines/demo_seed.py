@@ -29,6 +29,7 @@ from insightv_jax.eval import readers, runner
 from insightv_jax.scoring import extract
 from insightv_jax.train.loop import train
 from insightv_jax.utils.files import is_done, mark_done, write_json
+from insightv_jax.utils.inputs import InputError
 from pipelines.iterative_dpo import run_iterative
 
 SFT_JOBS = ("reasoning", "summary", "direct", "cot")
@@ -36,7 +37,23 @@ SFT_JOBS = ("reasoning", "summary", "direct", "cot")
 
 def init_from(cfg, name: str) -> str | None:
   """The SFT job whose model job `name` starts from (cfg.start_from), or None: random init."""
-  return dict(x.split(":") for x in cfg.start_from.split(",") if x).get(name)
+  return start_from(cfg).get(name)
+
+
+def start_from(cfg) -> dict[str, str]:
+  """cfg.start_from "job:base,..." -> {job: base}; a base starts from random init itself."""
+  pairs = {}
+  for item in (x.strip() for x in cfg.start_from.split(",") if x.strip()):
+    job, _, base = (part.strip() for part in item.partition(":"))
+    if job not in SFT_JOBS or base not in SFT_JOBS or job == base:
+      raise InputError(f"--config.start_from={cfg.start_from!r}: {item!r} is not 'job:base' with two different "
+                       f"SFT jobs of {SFT_JOBS}")
+    pairs[job] = base
+  chained = sorted(set(pairs) & set(pairs.values()))
+  if chained:
+    raise InputError(f"--config.start_from={cfg.start_from!r}: {chained} both start from and are started from "
+                     "another job; a base job starts from random init")
+  return pairs
 
 
 def systems(rounds: int) -> dict[str, str]:

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 
+import pytest
 from conftest import ROOT
 
 
@@ -56,3 +57,15 @@ def test_demo_writes_the_multi_seed_report(tmp_path):
   assert two["reasoning"]["n"] + two["perception"]["n"] == two["all"]["n"]
   assert [len(c["per_seed"]) for c in saved["chain_accuracy"]] == [2, 2]
   assert out["chain_accuracy"] == saved["chain_accuracy"]
+
+
+@pytest.mark.parametrize("value", ["cot:reasonin", "cot", "cot:cot", "cot:reasoning,reasoning:summary"])
+def test_a_bad_start_from_stops_before_any_work(tmp_path, value):
+  from insightv_jax.utils.inputs import InputError
+  from pipelines.demo import run_demo
+
+  cfg = tiny_demo_config()
+  cfg.start_from = value
+  with pytest.raises(InputError, match="--config.start_from"):
+    run_demo(cfg, str(tmp_path / "demo"))
+  assert not (tmp_path / "demo").exists()

@@ -37,3 +37,12 @@ def test_stage_marker(tmp_path):
   assert not is_done(stage)
   mark_done(stage)
   assert is_done(stage)
+
+
+def test_a_hub_id_is_org_slash_name_that_names_no_local_path(tmp_path, monkeypatch):
+  from insightv_jax.utils.inputs import is_hub_id
+  monkeypatch.chdir(tmp_path)
+  assert is_hub_id("meta-llama/Meta-Llama-3-8B") and is_hub_id("Lin-Chen/sharegpt4v_7b")
+  (tmp_path / "runs" / "tok").mkdir(parents=True)
+  assert not is_hub_id("runs/tok")  # a local folder of that shape is a folder
+  assert not any(map(is_hub_id, ["", "tok", "./tok", "/abs/tok", "a/b/c", "~/tok"]))

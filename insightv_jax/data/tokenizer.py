@@ -12,18 +12,25 @@ from typing import Iterable
 
 from insightv_jax.data.prompts import AGENT_TOKENS
 from insightv_jax.data.templates import IMAGE_PLACEHOLDER, TEMPLATES
-from insightv_jax.utils.inputs import InputError, one_line
+from insightv_jax.utils.inputs import InputError, is_hub_id, one_line
 
 PAD = "<pad>"
 
 
 def load_tokenizer(path: str):
-  """A tokenizer folder written by `save_pretrained` -> a transformers tokenizer (never the hub: every run names
-  its tokenizer's folder). A missing, empty or unreadable folder is an `InputError` naming the folder."""
+  """A tokenizer folder written by `save_pretrained` (or a hub id "org/name" that names no local path, where a hub
+  is reachable) -> a transformers tokenizer. A missing, empty or unreadable folder, or a hub id the hub does not
+  give, is an `InputError` naming it."""
   from transformers import AutoTokenizer
   if not isinstance(path, str) or not path.strip():
     raise InputError("tokenizer path is empty: give the folder of a tokenizer written by save_pretrained "
                      "(e.g. --config.tokenizer=/path/to/tokenizer)")
+  if is_hub_id(path):
+    try:
+      return AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # offline, unknown repo, gated repo: all end here
+      raise InputError(f"tokenizer {path!r} is no local folder, and the hub did not give it ({type(e).__name__}: "
+                       f"{one_line(e)[:300]}); give a folder written by save_pretrained") from e
   local = os.path.expanduser(path)
   if not os.path.isdir(local):
     raise InputError(f"tokenizer folder {path!r} {'is a file' if os.path.exists(local) else 'does not exist'} "

@@ -31,21 +31,18 @@ LossFn = Callable[..., tuple[jax.Array, dict]]
 class Task:
   """One training objective.
 
-  batches: config -> the loader's batch type for it. loss: config -> loss_fn. reference: config -> "none" (no
+  batch_type: config -> the loader's batch type for it. loss: config -> loss_fn. reference: config -> "none" (no
   reference), "model" (a frozen copy of the starting params in the train state) or "precomputed" (the
   batches carry ref_logps). trained_tokens: batch -> trained tokens in it (host-side, for tokens/s).
   flops_rows: sequences of max_len the model runs per batch row (unshared DPO: chosen and rejected).
   """
 
   name: str
-  batches: Callable[[object], type[Batch]]
+  batch_type: Callable[[object], type[Batch]]
   loss: Callable[[object], LossFn]
   reference: Callable[[object], str]
   trained_tokens: Callable[[Batch], int]
   flops_rows: Callable[[object], int]
-
-  def batch_type(self, config) -> type[Batch]:
-    return self.batches(config)
 
   def reference_model(self, config) -> bool:
     return self.reference(config) == "model"

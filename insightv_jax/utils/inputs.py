@@ -12,6 +12,7 @@ Errors of the library's own input formats subclass it (`records.RecordError`, `S
 from __future__ import annotations
 
 import os
+import re
 
 
 class InputError(ValueError):
@@ -21,6 +22,12 @@ class InputError(ValueError):
 def one_line(message: str) -> str:
   """`message` with its whitespace (newlines included) collapsed: what a command line's last line shows."""
   return " ".join(str(message).split())
+
+
+def is_hub_id(path: str) -> bool:
+  """"org/name" that names no local path: a model-hub repository id (loaded where a hub is reachable)."""
+  return (re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", path or "") is not None
+          and not os.path.exists(os.path.expanduser(path)))
 
 
 def required(value: str, flag: str, what: str) -> str:

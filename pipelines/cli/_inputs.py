@@ -2,12 +2,12 @@
 
     check(config, {"tokenizer": TOKENIZER, "data.paths": DATA_FILES, "model.init": MODEL})
 
-Kinds (one function each): a tokenizer folder, a model spec ('<layout>:<folder>' or a folder; 'random' where
-allowed), comma-separated data files, an optional folder (image roots), a question source ('synthetic:N',
-'llava:<file>' or a JSONL), a server URL. These checks see paths, flag values and what is cheap to read (a model's
-config.json, its safetensors headers and every tensor's byte range); the rest of a file is checked where it is
-read (records, images, tensors, tokenizers, server replies), and those errors name the file and the line,
-record or tensor.
+Kinds (one function each): a tokenizer folder (or a hub id 'org/name'), a model spec ('<layout>:<folder>' or a
+folder; 'random' where allowed), comma-separated data files, an optional folder (image roots), a question source
+('synthetic:N', 'llava:<file>' or a JSONL), a server URL. These checks see paths, flag values and what is cheap to
+read (a model's config.json, its safetensors headers and every tensor's byte range); the rest of a file is checked
+where it is read (records, images, tensors, tokenizers, server replies), and those errors name the file and the
+line, record or tensor.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import os
 import urllib.parse
 from typing import Callable
 
-from insightv_jax.utils.inputs import InputError, existing, required
+from insightv_jax.utils.inputs import InputError, existing, is_hub_id, required
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 MODEL_LAYOUTS = ("hf", "params", "llava")
 
 
 def tokenizer(value: str, flag: str) -> None:
+  if is_hub_id(value):  # "org/name": the hub is asked when the job loads it (load_tokenizer names a failure)
+    return
   folder = existing(value, flag, kind="dir", what="a tokenizer folder written by save_pretrained")
   if not any(os.path.exists(os.path.join(folder, n)) for n in TOKENIZER_FILES):
     raise InputError(f"{flag}={value}: the folder holds none of {', '.join(TOKENIZER_FILES)} (expected a tokenizer "
