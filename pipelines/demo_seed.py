@@ -169,7 +169,7 @@ def eval_job(cfg, wd: str, seed: int) -> None:
   export = lambda job: "params:" + p.seed(seed, job, "export")
   summary = agent(export("summary"), cfg.answer_max_new_tokens)
   direct = agent(export("direct"), cfg.answer_max_new_tokens)
-  cot = agent(export("cot"), cfg.reasoning_max_new_tokens + 10, stop_tokens=(prompts.OUTPUT_CLOSE,))
+  cot = agent(export("cot"), cfg.reasoning_max_new_tokens + 10, stop_tokens=infer.agents.COT_STOP_TOKENS)
   reasoners = {r: agent(round_model(wd, seed, r), cfg.reasoning_max_new_tokens) for r in range(rounds + 1)}
   fns = {"direct": lambda ex: infer.direct(direct, ex),
          "cot": lambda ex: infer.chain_of_thought(cot, ex),

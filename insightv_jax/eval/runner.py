@@ -302,8 +302,8 @@ def run_eval(config, workdir: str) -> dict:
     qs = readers.read_benchmark(path)
     questions.extend(qs[:config.limit] if config.limit else qs)
   results = {}
-  agent = lambda spec, n: infer.Agent(model(spec), tok, config.template, gen(n),
-                                     preset=config.get("prompts", "ours"))
+  agent = lambda spec, n, **kw: infer.Agent(model(spec), tok, config.template, gen(n),
+                                           preset=config.get("prompts", "ours"), **kw)
   for system in systems:
     if system == "two_agent":
       r = agent(config.reasoning_model, config.reasoning_max_new_tokens)
@@ -313,7 +313,7 @@ def run_eval(config, workdir: str) -> dict:
       a = agent(baseline_spec, config.answer_max_new_tokens)
       fn = lambda ex, a=a: infer.direct(a, ex)
     else:
-      a = agent(baseline_spec, config.cot_max_new_tokens)
+      a = agent(baseline_spec, config.cot_max_new_tokens, stop_tokens=infer.agents.COT_STOP_TOKENS)
       fn = lambda ex, a=a: infer.chain_of_thought(a, ex)
     results[system] = evaluate(system, fn, questions, workdir, image_root=config.image_root or None,
                                batch_size=config.batch_size, rules=rules)

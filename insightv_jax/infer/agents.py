@@ -27,6 +27,11 @@ from insightv_jax.data import prompts, templates
 from insightv_jax.data.images import ImageProcessorConfig, preprocess, stack_batch
 from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
 
+# The tags that end each role's reply besides the template's end-of-turn (`Agent(stop_tokens=...)`): a reasoning
+# reply ends with its chain (</thoughts>); a chain-of-thought reply must not, its <output> follows the chain.
+REASONING_STOP_TOKENS = (prompts.THOUGHTS_CLOSE, prompts.OUTPUT_CLOSE)
+COT_STOP_TOKENS = (prompts.OUTPUT_CLOSE,)
+
 
 @dataclasses.dataclass(frozen=True)
 class GenerationConfig:
@@ -52,7 +57,7 @@ class Agent:
   """A model + tokenizer + chat template that answers batches of conversations."""
 
   def __init__(self, model, tokenizer, template: str, gen: GenerationConfig = GenerationConfig(),
-               stop_tokens: Sequence[str] = (prompts.THOUGHTS_CLOSE, prompts.OUTPUT_CLOSE),
+               stop_tokens: Sequence[str] = REASONING_STOP_TOKENS,
                preset: str | prompts.PromptPreset = "ours"):
     """stop_tokens: tags that end a reply besides the template's end-of-turn (a chain-of-thought reply must
     not stop at </thoughts>, its answer follows). preset: how `reason` / `two_agent` / the baselines prompt
