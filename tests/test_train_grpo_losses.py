@@ -169,6 +169,9 @@ def test_group_advantages_match_the_reference(scale):
   want = _np_advantages(r, 4, scale)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   assert got[9] == 0 and (got[4:8] == 0).all() and np.abs(got).max() > 0.1
+  std = np.asarray(losses.group_std(jnp.asarray(r), 4))
+  np.testing.assert_allclose(std, [_np_nanstd(r[k:k + 4]) for k in (0, 4, 8)], rtol=1e-5)
+  assert np.isclose(std, 0).tolist() == [False, True, False]  # the zero-spread group
   if scale == "group":  # unit spread within a group of distinct rewards
     np.testing.assert_allclose(np.std(got[:4], ddof=1), 1.0, rtol=1e-3)
   with pytest.raises(ValueError, match="group_size=5"):

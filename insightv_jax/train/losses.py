@@ -158,6 +158,14 @@ def group_advantages(rewards: jax.Array, group_size: int, *, scale: str = "group
   return jnp.nan_to_num(adv, nan=0.0)
 
 
+def group_std(rewards: jax.Array, group_size: int) -> jax.Array:
+  """Each group's unbiased reward std (NaN rewards left out) -> [N / group_size]; NaN where fewer than two
+  rewards are present. Zero spread (TRL's `frac_reward_zero_std` counts it; DAPO's dynamic sampling drops the
+  group) is `jnp.isclose(std, 0)`."""
+  rewards = jnp.asarray(rewards, jnp.float32)
+  return _nanstd(rewards.reshape(-1, group_size), axis=1)
+
+
 def grpo_token_terms(logps, old_logps, ref_logps, advantages, mask, *, epsilon: float = 0.2,
                      epsilon_high: float | None = None, beta: float = 0.0, importance_sampling_level: str = "token"):
   """The per-token GRPO objective before any reduction (TRL `_compute_loss`, loss types grpo/bnpo/dr_grpo/dapo).
