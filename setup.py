@@ -30,6 +30,9 @@ setup(
         "pillow>=10.0",
         "pyyaml>=6.0",  # LLaVA-NeXT's YAML data mixtures (data.source=json with a .yaml file)
         "matplotlib>=3.8",  # every plot (demo report, data-generation report): the field's standard
+        # the OpenAI-compatible client under utils/openai_client.py (data generation, LLM extraction): what vLLM,
+        # SGLang and hosted APIs document, with its own retries, timeouts and typed errors
+        "openai>=1.40",
     ],
     extras_require={
         # torch is the PyTorch reference in tests and benchmarks only; never imported at runtime.

@@ -14,7 +14,6 @@ seeds returns the same reply for the same request, in any batch and after any re
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -144,12 +143,12 @@ class LocalBackend:
 # -------------------------------------------------------------------------------------------- openai
 
 class OpenAIBackend:
-  """ChatRequests over `insightv_jax.utils.openai_client.OpenAIClient` (the HTTP, retries, backoff and on-disk cache
-  live there): images become data URLs, requests run `concurrency` at a time, and each reply is cached under
-  the request's own `cache_key()` (so caches written before the client moved stay valid)."""
+  """ChatRequests over `insightv_jax.utils.openai_client.OpenAIClient` (the `openai` package's HTTP and retries,
+  our on-disk cache and counters): images become data URLs of their own MIME type, requests run `concurrency` at
+  a time, and each reply is cached under the request's own `cache_key()` (so caches written before the client
+  moved stay valid)."""
 
   name = "openai"
-  RETRY_STATUS = openai_client.RETRY_STATUS
 
   def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", cache_dir: str | None = None,
                concurrency: int = 8, max_retries: int = 5, timeout_s: float = 60.0, backoff_s: float = 1.0,
@@ -175,7 +174,7 @@ class OpenAIBackend:
     messages = []
     for i, m in enumerate(req.messages):
       if i == 0 and m["role"] == "user" and req.image is not None:
-        url = "data:image/png;base64," + base64.b64encode(req.image).decode()
+        url = openai_client.image_data_url(req.image)  # the MIME type read from the bytes
         content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": m["content"]}]
         messages.append({"role": "user", "content": content})
       else:
