@@ -22,7 +22,8 @@ def get_config(arg: str = ""):
   c.template = "llama3"  # chat template: llama3 | chatml | vicuna | llava_llama_3 | qwen_1_5 (LLaVA-NeXT's modes)
   # How the agents are prompted (insightv_jax/data/prompts.py PROMPT_PRESETS): "ours" | "insightv": the exact
   # prompts of Insight-V's released inference scripts (insightv_jax/data/insightv_compat.py), for its checkpoints;
-  # Insight-V sampled at temperature 0.2 / top_p 0.95 (compat.INFER_SCRIPT_GENERATION), we decode greedily.
+  # Insight-V sampled (infer_two_models.py: both agents at temperature 0.2, top_p 0.95; VLMEvalKit's insight_v.py:
+  # the chain at 0.7, the summary at 0.2), we decode greedily.
   c.prompts = "ours"
   # comma-separated benchmark files: VLMEvalKit .tsv, MathVista testmini .json or JSONL (insightv_jax/eval/readers.py)
   c.benchmarks = ""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from insightv_jax.data import records
 from insightv_jax.data.images import decode
-from insightv_jax.eval import readers, runner
+from insightv_jax.eval import loop, official, readers, report
 
 
 def _png(colour) -> bytes:
@@ -123,7 +123,7 @@ def test_image_path_tsv_finds_images_where_vlmevalkit_does(tmp_path):
                     [[1, "Q?", "x", "y", "B", "q1.png"]])
   q = readers.read_benchmark(path)[0]
   assert q.images[0].path == "q1.png"
-  assert runner.to_example(q, image_root="/elsewhere").image.getpixel((0, 0)) == (0, 128, 0)
+  assert loop.to_example(q, image_root="/elsewhere").image.getpixel((0, 0)) == (0, 128, 0)
 
 
 def test_mathvista_testmini_json_and_image_folder(tmp_path):
@@ -148,7 +148,7 @@ def test_mathvista_testmini_json_and_image_folder(tmp_path):
   assert mc.question.endswith("(B) square") and mc.choices is None and mc.meta["scorer"] == "mathvista"
   assert free.answer == "1.5" and free.meta["row"]["skills"] == "['arithmetic reasoning']"
   assert free.meta["row"]["task"] == "figure question answering" and free.meta["category"] == "math-targeted-vqa"
-  assert runner.to_example(free, image_root=None).image.size == (4, 3)
+  assert loop.to_example(free, image_root=None).image.size == (4, 3)
 
 
 def test_jsonl_rows_get_the_vlmevalkit_shape(tmp_path):
@@ -172,18 +172,18 @@ def test_live_run_writes_official_aggregates(mmbench_tsv, tmp_path):
     return [{"reply": f"<output>{answers[ex.id]}</output>", "chain": "", "judgement": None} for ex in examples]
 
   out = str(tmp_path / "run")
-  rows = runner.evaluate("direct", system, qs, out, batch_size=3)
+  rows = loop.evaluate("direct", system, qs, out, batch_size=3)
   assert [r["correct"] for r in rows] == [True, True, True, False]  # per row: each rotation alone
   assert rows[0]["prediction"] == "A" and rows[0]["extracted"] == "A" and rows[0]["scorer"] == "mcq_circular"
-  summary = runner.write_report(out, {"direct": rows})
+  summary = report.write_report(out, {"direct": rows})
   card = summary["direct"]["official"]["MMBench_DEV_EN"]
   assert card["headline"] == {"name": "Overall", "value": 0.5} and card["n"] == 2
   assert card["aggregate"] == {"Overall": 0.5, "AR": 1.0, "CP": 0.0, "color": 0.0, "light": 1.0}
   saved = json.loads((tmp_path / "run" / "report.json").read_text())
   assert saved["direct"]["official"]["MMBench_DEV_EN"]["aggregate"]["CP"] == 0.0
-  report = (tmp_path / "run" / "report.md").read_text()
-  assert "## MMBench_DEV_EN: official score (circular accuracy, %" in report
-  assert "| **Overall** | **50.00** |" in report and "| CP | 0.00 |" in report
+  md = (tmp_path / "run" / "report.md").read_text()
+  assert "## MMBench_DEV_EN: official score (circular accuracy, %" in md
+  assert "| **Overall** | **50.00** |" in md and "| CP | 0.00 |" in md
 
 
 def test_live_run_scores_mathvista_mme_and_chartqa(tmp_path):
@@ -206,17 +206,17 @@ def test_live_run_scores_mathvista_mme_and_chartqa(tmp_path):
   replies = {"MathVista_testmini-1": "B", "MathVista_testmini-2": "The length is 1.5",
              "MME-0": "Yes, there is.", "MME-1": "Yes", "ChartQA_TEST-0": "96", "ChartQA_TEST-1": "asia."}
   system = lambda exs: [{"reply": replies[ex.id], "chain": "", "judgement": None} for ex in exs]
-  rows = runner.evaluate("direct", system, qs, str(tmp_path / "run"))
+  rows = loop.evaluate("direct", system, qs, str(tmp_path / "run"))
   assert {r["id"]: r["correct"] for r in rows} == {
       "MathVista_testmini-1": True, "MathVista_testmini-2": True, "MME-0": True, "MME-1": False,
       "ChartQA_TEST-0": True, "ChartQA_TEST-1": False}
-  official = runner.summarise(rows)["official"]
-  assert official["MathVista_testmini"]["headline"]["value"] == 1.0
-  assert official["MathVista_testmini"]["aggregate"]["skills/algebra"] == 1.0
+  cards = report.summarise(rows)["official"]
+  assert cards["MathVista_testmini"]["headline"]["value"] == 1.0
+  assert cards["MathVista_testmini"]["aggregate"]["skills/algebra"] == 1.0
   # OCR: acc 1/2, acc+ 0 -> 50; perception sums the perception categories present (VLMEvalKit needs all ten)
-  assert official["MME"]["aggregate"] == {"perception": 50.0, "OCR": 50.0}
-  assert official["MME"]["headline"] == {"name": "perception+reasoning", "value": 50.0}
-  assert official["ChartQA_TEST"]["aggregate"] == {"human": 50.0, "Overall": 50.0}
+  assert cards["MME"]["aggregate"] == {"perception": 50.0, "OCR": 50.0}
+  assert cards["MME"]["headline"] == {"name": "perception+reasoning", "value": 50.0}
+  assert cards["ChartQA_TEST"]["aggregate"] == {"human": 50.0, "Overall": 50.0}
 
 
 def test_mmmu_tsv_is_scored_live_by_the_official_mmmu_rules(tmp_path):
@@ -230,8 +230,44 @@ def test_mmmu_tsv_is_scored_live_by_the_official_mmmu_rules(tmp_path):
   assert [q.meta["scorer"] for q in qs] == ["mmmu"] * 3
   # MMMU's own rules: the last "(X)" wins; an open answer matches a number anywhere in the reply
   replies = ["Not (A) but (B)", "There are 12 of them.", "It is y, (B)"]
-  rows = [{"id": q.id, "benchmark": q.meta["benchmark"], **runner.score_one(q, r)} for q, r in zip(qs, replies)]
+  rows = [{"id": q.id, "benchmark": q.meta["benchmark"], **official.score_one(q, r)} for q, r in zip(qs, replies)]
   assert [(r["extracted"], r["correct"]) for r in rows[::2]] == [("B", True), ("B", False)]
   assert rows[1]["correct"] and 12.0 in rows[1]["extracted"]
-  card = runner.official_scores(rows)["MMMU_DEV_VAL"]
+  card = official.official_scores(rows)["MMMU_DEV_VAL"]
   assert card.aggregate["Art"] == 1.0 and card.aggregate["Math"] == 0.0 and card.headline == ("Overall", 2 / 3)
+
+
+def test_a_missing_image_fails_its_question_and_the_run_goes_on(tmp_path, caplog):
+  """Like a bad training record: the question counts as wrong, named by benchmark file, line and id in a warning
+  and in report.md / report.json; the journal does not keep it, so a rerun asks it again."""
+  (tmp_path / "img").mkdir()
+  (tmp_path / "img" / "1.png").write_bytes(_png("red"))
+  (tmp_path / "img" / "bad.png").write_bytes(b"not an image")
+  bench = tmp_path / "mmstar.jsonl"
+  bench.write_text("\n".join(json.dumps(x) for x in [
+      {"id": "q1", "question": "Colour?", "answer": "red", "image": "img/1.png"},
+      {"id": "q2", "question": "Colour?", "answer": "red", "image": "img/gone.png"},
+      {"id": "q3", "question": "Colour?", "answer": "red", "image": "img/bad.png"},
+      {"id": "q4", "question": "Colour?", "answer": "red", "image": "img/1.png"}]) + "\n")
+  qs = readers.read_benchmark(str(bench))
+  asked = []
+  system = lambda exs: asked.extend(ex.id for ex in exs) or [{"reply": "red", "chain": "", "judgement": None}
+                                                             for _ in exs]
+  out = str(tmp_path / "run")
+  with caplog.at_level("WARNING"):
+    rows = loop.evaluate("direct", system, qs, out, image_root=str(tmp_path), batch_size=3)
+  assert asked == ["q1", "q4"] and [r["correct"] for r in rows] == [True, False, False, True]
+  assert rows[1]["file"] == str(bench) and rows[1]["line"] == 2 and "gone.png" in rows[1]["error"]
+  assert f"{bench}:2: question 'q2' counts as failed" in caplog.text and f"{bench}:3: question 'q3'" in caplog.text
+  summary = report.write_report(out, {"direct": rows})
+  assert summary["direct"]["overall"] == 0.5 and summary["direct"]["n"] == 4
+  saved = json.loads((tmp_path / "run" / "report.json").read_text())
+  assert [(f["id"], f["file"], f["line"]) for f in saved["direct"]["failed"]] == [("q2", str(bench), 2),
+                                                                                ("q3", str(bench), 3)]
+  md = (tmp_path / "run" / "report.md").read_text()
+  assert f"`{bench}:2` **q2**: image cannot be read" in md and "could not be asked (2; counted wrong)" in md
+  # the image comes back: a rerun asks exactly the failed questions
+  (tmp_path / "img" / "gone.png").write_bytes(_png("red"))
+  asked.clear()
+  rows = loop.evaluate("direct", system, qs, out, image_root=str(tmp_path))
+  assert asked == ["q2"] and [r["correct"] for r in rows] == [True, True, False, True]

@@ -7,7 +7,7 @@ import os
 import pytest
 from fake_server import JsonHandler, serve
 
-from insightv_jax.eval import scoring
+from insightv_jax.eval import prediction_files
 from insightv_jax.scoring import compat, mathvista
 from insightv_jax.utils.openai_client import OpenAIClient
 
@@ -89,11 +89,12 @@ def test_given_reproduces_the_official_decisions_on_real_records():
     # output_gpt4 and output_llavar were scored by calculate_score.py as published; the others by the
     # earlier int(x) rule (see normalize_extraction)
     legacy = not rec["file"].endswith(("output_gpt4.json", "output_llavar.json"))
-    got = scoring.score_mathvista(data["problems"], {rec["pid"]: rec}, "given", legacy_integers=legacy)[rec["pid"]]
+    got = prediction_files.score_mathvista(data["problems"], {rec["pid"]: rec}, "given",
+                                           legacy_integers=legacy)[rec["pid"]]
     assert (got["prediction"], got["correct"]) == (rec["prediction"], rec["true_false"]), rec
   # the same "2.0" under the published rule: a different decision
   code = next(r for r in data["records"] if r["file"].endswith("output_gpt4_2shot_code.json"))
-  assert scoring.score_mathvista(data["problems"], {"21": code}, "given")["21"]["correct"] is True
+  assert prediction_files.score_mathvista(data["problems"], {"21": code}, "given")["21"]["correct"] is True
 
 
 # --------------------------------------------------------------------------------------------- rule fallback
@@ -123,24 +124,24 @@ def test_score_mathvista_and_aggregate():
   problems["3"]["metadata"]["skills"] = ["logical reasoning", "arithmetic reasoning"]
   outputs = {"1": {"response": "The answer is (B) 8/11."}, "2": {"response": "There are five cubes."},
              "3": {"response": "x = 6"}}
-  results = scoring.score_mathvista(problems, outputs, "rules")
+  results = prediction_files.score_mathvista(problems, outputs, "rules")
   assert results["1"] == {"extraction": "B", "prediction": "8/11", "correct": True}
   assert results["2"] == {"extraction": "5", "prediction": "5", "correct": True}
   assert results["3"]["correct"] is False
-  scores = scoring.aggregate_mathvista(problems, results)
+  scores = prediction_files.aggregate_mathvista(problems, results)
   assert scores["average"] == {"accuracy": 2 / 3, "correct": 2, "total": 3}
   assert list(scores["question_type"]) == ["multi_choice", "free_form"]  # highest accuracy first
   assert scores["answer_type"]["integer"] == {"accuracy": 0.5, "correct": 1, "total": 2}
   assert scores["skills"] == {"arithmetic reasoning": {"accuracy": 2 / 3, "correct": 2, "total": 3},
                               "logical reasoning": {"accuracy": 0.0, "correct": 0, "total": 1}}
   with pytest.raises(ValueError, match="extraction"):
-    scoring.score_mathvista(problems, outputs, "gpt")
+    prediction_files.score_mathvista(problems, outputs, "gpt")
   with pytest.raises(ValueError, match="client"):
-    scoring.score_mathvista(problems, outputs, "llm")
+    prediction_files.score_mathvista(problems, outputs, "llm")
   with pytest.raises(KeyError, match="extraction"):
-    scoring.score_mathvista(problems, outputs, "given")
+    prediction_files.score_mathvista(problems, outputs, "given")
   with pytest.raises(KeyError, match="not in the problems"):
-    scoring.score_mathvista(problems, {"9": {"response": "1"}}, "rules")
+    prediction_files.score_mathvista(problems, {"9": {"response": "1"}}, "rules")
 
 
 # ------------------------------------------------------------------------------- LLM extraction, end to end
@@ -176,7 +177,7 @@ def test_llm_extraction_retries_extracts_and_caches(extractor_server, tmp_path, 
   def run():
     client = OpenAIClient(extractor_server, "extractor", api_key_env="EXTRACTOR_KEY", cache_dir=str(tmp_path),
                           backoff_s=0.01)
-    return scoring.score_mathvista(problems, outputs, "llm", client), client
+    return prediction_files.score_mathvista(problems, outputs, "llm", client), client
 
   results, client = run()
   assert results["1"] == {"extraction": "B", "prediction": "8/11", "correct": True}

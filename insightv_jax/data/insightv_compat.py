@@ -70,18 +70,6 @@ REASON_PROCESS_LABEL = "\n\nREASON PROCESS: "
 CHAIN_OPEN = THINK_START + "\n"
 CHAIN_CLOSE = THINK_END + "\n"
 
-# Generation settings of the released two-agent inference (top_p 0.95, one beam, sampling when temperature > 0).
-# Insight-V infer_two_models.py: both agents at temperature 0.2; 1024 new tokens for the chain, 4096 for the summary.
-INFER_SCRIPT_GENERATION = {
-    "reasoning": {"temperature": 0.2, "top_p": 0.95, "max_new_tokens": 1024},
-    "summary": {"temperature": 0.2, "top_p": 0.95, "max_new_tokens": 4096},
-}
-# VLMEvalKit vlmeval/vlm/insight_v.py kwargs_default (the published benchmark runs).
-VLMEVALKIT_GENERATION = {
-    "reasoning": {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 16384},
-    "summary": {"temperature": 0.2, "top_p": 0.95, "max_new_tokens": 512},
-}
-
 
 def with_image(question: str) -> str:
   """infer_two_models.py's origin_question: the image token on its own line, then the question."""

@@ -314,6 +314,8 @@ def write_jsonl(path: str, records: Iterable[Record]) -> int:
 
 
 def read_jsonl(path: str) -> Iterator[Record]:
+  """Our records as `write_jsonl` wrote them, each validated (benchmark files: `eval.readers.read_benchmark`; a
+  resumable stage's journal: `utils.files.read_jsonl_log`)."""
   with open(path, encoding="utf-8") as f:
     for lineno, line in enumerate(f, 1):
       if line.strip():

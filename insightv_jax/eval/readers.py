@@ -7,8 +7,9 @@
 Every question's `meta` holds: benchmark (the dataset name: VLMEvalKit picks scorers by it), scorer (the official
 scorer family, `scoring.vlmeval_compat.scorer_for`; None for our own questions), category, l2-category, index
 (VLMEvalKit's row index: circular MMBench groups copies by index % 1e6), row (the row's original fields as
-VLMEvalKit reads them, NaN cells as None, without the image bytes) and, for files whose images are files beside
-them, image_root (which the runner prefers to its own --image_root).
+VLMEvalKit reads them, NaN cells as None, without the image bytes), file and line (where the file asks it: the
+line of a TSV row or a JSONL record; None for MathVista's JSON, whose question ids are its pids) and, for files
+whose images are files beside them, image_root (which the runner prefers to its own --image_root).
 
 VLMEvalKit TSV (vlmeval/dataset/image_base.py, image_mcq.py; rules in `scoring.vlmeval_compat`):
   columns  index, question, answer, image (base64; or a list of them) and/or image_path; A, B, ... (options),
@@ -40,6 +41,7 @@ import ast
 import base64
 import binascii
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -61,36 +63,34 @@ def read_benchmark(path: str, name: str | None = None) -> list[records.Question]
     return read_vlmeval_tsv(path, name)
   if ext == ".json":
     return read_mathvista_json(path, name)
-  return read_jsonl(path, name)
+  return read_benchmark_jsonl(path, name)
 
 
 # ---------------------------------------------------------------------------------------------- VLMEvalKit TSV
 
-def read_tsv_rows(path: str) -> list[dict[str, Any]]:
-  """The rows of a VLMEvalKit TSV as VLMEvalKit holds them after loading: missing cells None, rows without an
-  image dropped, `image` references resolved (each row's `image` is the full cell of the row holding it),
-  `index` an int when every index is one."""
-  return _read_tsv(path)[0]
-
-
-def _read_tsv(path: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
-  """(rows, holder): holder[index] is the index of the row whose cell holds that row's image."""
+def _read_tsv(path: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, int]]:
+  """(rows, holder, lines) of a VLMEvalKit TSV as VLMEvalKit holds them after loading: missing cells None, rows
+  without an image dropped, `image` references resolved (each row's `image` is the full cell of the row holding
+  it), `index` an int when every index is one. holder[index] is the index of the row whose cell holds that row's
+  image; lines[index] the row's line in the file."""
   csv.field_size_limit(sys.maxsize)  # base64 images are far over csv's 128 kB default
   with open(path, encoding="utf-8", newline="") as f:
     reader = csv.reader(f, delimiter="\t")
     header = next(reader, None)
     if not header:
       raise records.RecordError(f"{path}: empty file (a VLMEvalKit TSV starts with a header line)")
-    rows = []
+    rows, line_of = [], []
     for cells in reader:
       if not cells:
         continue
       if len(cells) != len(header):
         raise records.RecordError(f"{path}:{reader.line_num}: {len(cells)} cells for {len(header)} columns")
       rows.append({k: (None if v in vc.PANDAS_NA_STRINGS else v) for k, v in zip(header, cells)})
+      line_of.append(reader.line_num)
   for field in ("index", "question"):
     if field not in header:
       raise records.RecordError(f"{path}: no {field!r} column (columns: {header})")
+  lines = {str(r["index"]): n for r, n in zip(rows, line_of)}
   if "image" in header:
     rows = [r for r in rows if r["image"] is not None]
   if any(r["index"] is None for r in rows):
@@ -112,12 +112,12 @@ def _read_tsv(path: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
         images[key], holder[key] = images[cell], holder.get(cell, cell)
     for r in rows:
       r["image"] = images[str(r["index"])]
-  return rows, holder
+  return rows, holder, lines
 
 
 def read_vlmeval_tsv(path: str, name: str | None = None) -> list[records.Question]:
   name = name or os.path.splitext(os.path.basename(path))[0]
-  rows, holder = _read_tsv(path)
+  rows, holder, lines = _read_tsv(path)
   if rows and "answer" not in rows[0]:
     raise records.RecordError(f"{path}: no 'answer' column: a test split is scored by the benchmark's server, "
                               "not locally")
@@ -135,11 +135,13 @@ def read_vlmeval_tsv(path: str, name: str | None = None) -> list[records.Questio
       row["image"] = src  # the bytes live in the Question; the row keeps which row held them (VLMEvalKit's way)
     elif r.get("image_path") is not None:  # VLMEvalKit's layout: LMUData/<name>.tsv, LMUData/images/<name>/...
       images, image_root = tuple(_path_ref(p, where) for p in _to_list(r["image_path"], where)), images_dir
-    out.append(_question_from_row(row, images, name, where, image_root=image_root))
+    out.append(_question_from_row(row, images, name, where, image_root=image_root,
+                                  at=(path, lines.get(str(r["index"])))))
   return out
 
 
-def _question_from_row(row: dict, images, name: str, where: str, *, image_root: str | None) -> records.Question:
+def _question_from_row(row: dict, images, name: str, where: str, *, image_root: str | None,
+                       at: tuple[str, int | None]) -> records.Question:
   letters = [ch for ch in _LETTERS if row.get(ch) is not None]
   if letters and letters != list(_LETTERS[:len(letters)]):
     raise records.RecordError(f"{where}: options {letters} are not consecutive letters from A")
@@ -157,7 +159,7 @@ def _question_from_row(row: dict, images, name: str, where: str, *, image_root: 
   elif family == "chartqa":
     question += vc.VQA_PROMPT_SUFFIX
   meta = {"benchmark": name, "scorer": family, "category": row.get("category") or "all", "index": row["index"],
-          "row": row}
+          "row": row, "file": at[0], "line": at[1]}
   if row.get("l2-category") is not None:
     meta["l2-category"] = row["l2-category"]
   if image_root is not None:
@@ -240,13 +242,14 @@ def read_mathvista_json(path: str, name: str | None = None) -> list[records.Ques
     if row["answer"] is None:
       raise records.RecordError(f"{where}: field 'answer' is missing")
     images = (_path_ref(p["image"], where),) if p.get("image") else ()
-    out.append(_question_from_row(row, images, name, where, image_root=root))
+    out.append(_question_from_row(row, images, name, where, image_root=root, at=(path, None)))
   return out
 
 
 # ---------------------------------------------------------------------------------------------- JSONL
 
-def read_jsonl(path: str, name: str | None = None) -> list[records.Question]:
+def read_benchmark_jsonl(path: str, name: str | None = None) -> list[records.Question]:
+  """A JSONL benchmark (the shapes in the module docstring): one question per line."""
   name = name or os.path.splitext(os.path.basename(path))[0]
   out = []
   with open(path, encoding="utf-8") as f:
@@ -258,11 +261,15 @@ def read_jsonl(path: str, name: str | None = None) -> list[records.Question]:
         d = json.loads(line)
       except json.JSONDecodeError as e:
         raise records.RecordError(f"{where}: not valid JSON ({e})") from e
-      out.append(records.from_json(d, where) if d.get("kind") == "question" else _convert(d, where, name, lineno))
+      if d.get("kind") == "question":
+        q = records.from_json(d, where)
+        out.append(dataclasses.replace(q, meta={**q.meta, "file": path, "line": lineno}))
+      else:
+        out.append(_convert(d, where, name, lineno, path))
   return out
 
 
-def _convert(d: dict, where: str, name: str, lineno: int) -> records.Question:
+def _convert(d: dict, where: str, name: str, lineno: int, path: str) -> records.Question:
   if "question" not in d or "answer" not in d:
     raise records.RecordError(f"{where}: benchmark records need 'question' and 'answer'")
   choices = d.get("options") or d.get("choices")
@@ -296,7 +303,7 @@ def _convert(d: dict, where: str, name: str, lineno: int) -> records.Question:
   if choices and d.get("hint"):
     question = f"Hint: {d['hint']}\nQuestion: {question}"
   meta = {"benchmark": name, "category": category, "index": index, "row": row,
-          "scorer": vc.scorer_for(name, has_choices=bool(choices), answer=answer)}
+          "scorer": vc.scorer_for(name, has_choices=bool(choices), answer=answer), "file": path, "line": lineno}
   q = records.Question(id=str(d.get("id", f"{name}-{lineno}")), images=images, question=question,
                        answer=answer, choices=tuple(map(str, choices)) if choices else None,
                        source=d.get("source", name), meta=meta)

@@ -10,7 +10,7 @@ judging it against the ground truth. It sits below `eval`, `train` and `infer`; 
              plus our LLM-free approximation of its extractor
   compat     the constants those two copy from the official code (category tables, the extraction prompt)
 
-Re-scoring whole prediction files: `insightv_jax.eval.scoring` (score_mmmu, score_mathvista, ...).
+Re-scoring whole prediction files: `insightv_jax.eval.prediction_files` (score_mmmu, score_mathvista, ...).
 """
 
 from insightv_jax.scoring import compat, mathvista, mmmu

@@ -82,7 +82,7 @@ def llm_extract(response: str | None, problem: Mapping, chat: Callable[..., str 
 
 # ------------------------------------------------------------------------------- rule fallback (ours, no LLM)
 # Not official: an approximation of what the LLM extractor answers, from the reply's last statement of an
-# answer. How often it agrees with the official extractions in MathVista's results/ is in eval/scoring.py.
+# answer. How often it agrees with the official extractions in MathVista's results/ is in eval/prediction_files.py.
 
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
@@ -213,7 +213,8 @@ def normalize_extraction(extraction, problem: Mapping, *, ignore_empty: bool = F
     the nearest choice); off by default, as in the official scripts.
   legacy_integers: integers as str(int(x)), so "2.0" -> None. calculate_score.py has used str(int(float(x)))
     since its first public commit, but most files in MathVista's results/ were scored by an earlier version
-    with str(int(x)) (all but output_gpt4.json and output_llavar.json; see eval/scoring.py); True reproduces them.
+    with str(int(x)) (all but output_gpt4.json and output_llavar.json; see eval/prediction_files.py); True
+    reproduces them.
   """
   question_type, answer_type = problem["question_type"], problem["answer_type"]
   if question_type == "multi_choice":
