@@ -154,3 +154,33 @@ def test_abstract_batch_matches_a_packed_one(setup):
     shapes = lambda x: jax.tree.map(lambda a: (tuple(a.shape), np.dtype(a.dtype)), x)
     assert jax.tree.structure(abstract) == jax.tree.structure(b)
     assert shapes(abstract) == shapes(b)
+
+
+def test_train_step_with_two_micro_batches_equals_one_batch(setup):
+  """grpo_loss_fn through `steps.make_train_step`: accumulating 2 micro-batches of group rows (one row each, with
+  its own image slots) gives the whole batch's loss, gradient norm, GRPO metrics and updated parameters."""
+  import optax
+
+  from insightv_jax.train import steps
+  gd, params = setup["graphdef"], setup["params"]
+  batch = _with_adv(setup, setup["grouped"])
+  batch = batch.replace(old_logps=np.asarray(setup["logps"](params, batch)).reshape(batch.reply_mask.shape) - 0.05)
+  loss = functools.partial(grpo_steps.grpo_loss_fn, loss_type="grpo", epsilon_high=0.28, temperature=0.7, chunk=64)
+  trainable = jax.tree.map(lambda _: True, params)
+  tx = optax.sgd(0.1)
+  out = []
+  for accum in (1, 2):
+    step = jax.jit(steps.make_train_step(gd, lambda g, p, b, ref: loss(g, p, b, ref), tx, trainable,
+                                         accum_steps=accum))
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+    new, metrics = step(state, batch)
+    out.append((jax.device_get(metrics), new["params"]))
+  (m1, p1), (m2, p2) = out
+  assert m1["items"] == m2["items"] == 9  # grpo: one item per reply
+  for k in ("loss", "grad_norm"):
+    np.testing.assert_allclose(m2[k], m1[k], rtol=1e-5, err_msg=k)
+  for k, v in losses.grpo_metrics(m1).items():
+    np.testing.assert_allclose(losses.grpo_metrics(m2)[k], v, rtol=1e-5, err_msg=k)
+  assert float(losses.grpo_metrics(m1)["ratio_mean"]) > 1.02  # old_logps below the policy's: ratios above 1
+  diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), p1, p2)
+  assert max(jax.tree.leaves(diff)) < 1e-6
