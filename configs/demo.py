@@ -27,6 +27,7 @@ def _train(job_cfg, steps: int, lr: float, max_len: int, batch: int = 16):
   c.data.max_len = max_len
   c.data.batch_size = batch
   c.data.template = "llama3"
+  c.data.prompts = "ours"  # explicit: the demo's evaluation prompts every agent with its SFT job's preset
   c.optim.total_steps = steps
   c.optim.lr = lr
   c.optim.warmup_ratio = 0.05
@@ -77,7 +78,7 @@ def get_config(arg: str = ""):
   # baseline: one model writing chain and answer; trained on the reasoning agent's chains, each followed by its
   # answer, starting from the reasoning agent (a chain writer already: it learns to end with the answer)
   c.cot = _train(train_base.base("sft", "tiny"), 200, 1e-3, 184)
-  c.cot.data.format = "cot"
+  c.cot.data.target = "cot"
 
   c.eval_batch_size = 50
   c.reasoning_max_new_tokens = 96

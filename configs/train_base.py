@@ -42,17 +42,29 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.data.batch_size = 8  # global rows per optimizer step
   c.data.pack = False  # pack several examples per row (SFT)
   c.data.images_per_row = 1  # image slots per row (> 1 with packing)
-  c.data.template = "llama3"  # llama3 | chatml | vicuna | llava_llama_3 | qwen_1_5 (LLaVA-NeXT's conv modes)
+  # chat template: llama3 | chatml | vicuna | llava_llama_3 | qwen_1_5 (LLaVA-NeXT's conv modes); "" = the one the
+  # model.init folder records (its insightv.json, written by insightv-convert and every export), else llama3
+  c.data.template = ""
   c.data.seed = 0  # shuffling seed
   c.data.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever (steps bound the run)
   c.data.worker_count = 0  # Grain worker processes
   c.data.strict = False  # raise on the first bad record instead of skipping it
   c.data.min_target_tokens = 4  # reply tokens that must survive truncation
   c.data.prefetch_buffer_size = 4  # batches buffered per worker
-  # "auto" (our records, by kind), "cot" (summary_sft records as chain + answer in one reply) or "llava":
-  # LLaVA-NeXT / Insight-V JSON: {"image", "conversations": [{"from": "human"|"gpt", "value"}]}
-  # trained as given (every gpt turn a target), or with configs/dpo.py {"image", "prompt", "chosen", "rejected"}
+  # the record format: "auto" (our records, insightv_jax/data/records.py) or "llava": LLaVA-NeXT / Insight-V JSON:
+  # {"image", "conversations": [{"from": "human"|"gpt", "value"}]} trained as given (every gpt turn a target), or
+  # with configs/dpo.py {"image", "prompt", "chosen", "rejected"}. ("cot" here is the deprecated spelling of
+  # data.target="cot", accepted with a warning for one release.)
   c.data.format = "auto"
+  # what our records train: "auto" (by record kind: reasoning_sft -> the reasoning agent, summary_sft -> the
+  # summary agent, question -> the direct-answer baseline, dpo_pair -> the reasoning agent) or "cot" (summary_sft
+  # records as chain + answer in ONE reply: the single-model chain-of-thought baseline)
+  c.data.target = "auto"
+  # how our records are written as the agents' conversations: "ours" | "insightv" (Insight-V's released prompts;
+  # insightv_jax/data/prompts.py PROMPT_PRESETS). Prompt the trained agents with the same preset (configs/eval.py
+  # prompts, configs/datagen.py prompts); configs/dpo_iterative.py sets it from its own `prompts`. "" = the preset
+  # the model.init folder records (its insightv.json), else "ours".
+  c.data.prompts = ""
   # stop with an error naming the file, the first bad record and its reason (and a hint when it looks like
   # another format) when none of the first max_bad_prefix records read is usable (0: never stop) ...
   c.data.max_bad_prefix = 100
@@ -80,7 +92,10 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   c.dpo.loss_type = "sigmoid"  # sigmoid | hinge | ipo | robust
   c.dpo.label_smoothing = 0.0  # conservative DPO (sigmoid) / robust DPO noise rate
   c.dpo.sft_weight = 0.0  # weight of an NLL term on the chosen chain (the Insight-V code uses 1.0)
-  c.dpo.reference = "model"  # "model": frozen copy of the starting policy; "precomputed": ref_logps in records
+  # "model": a frozen copy of the starting policy, run in every step; "precomputed": the records' ref_chosen_logp /
+  # ref_rejected_logp, written by configs/ref_logprobs.py with this run's model.init, tokenizer and data settings
+  # (each record's ref_hash is checked before the first step: train/reference.py)
+  c.dpo.reference = "model"
   # True: each pair is ONE row [prompt | chosen | rejected] (the rejected reply sees the prompt, not the chosen
   # one; positions continue from the prompt on both; images spliced once), so the prompt runs through the decoder
   # once per pair instead of twice; log-probs equal the unshared path's (tests/test_train_shared_dpo.py). The row

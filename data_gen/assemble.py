@@ -10,8 +10,9 @@ low below. Then:
   DPO pairs      chosen = the highest-scored path, rejected = the lowest (wrong-answer paths count as score 0),
                  kept only when chosen > rejected + `min_score_gap`; up to `pairs_per_question` pairs, walking
                  inward from both ends
-Everything is a pure function of the assessed paths (sorted by id), so reruns and resumed runs assemble
-identical datasets.
+Chains are written as the prompt preset (`config.prompts`) writes them (`PromptPreset.format_chain`), the layout
+the loader trains the agents on with that preset. Everything is a pure function of the assessed paths (sorted by
+id), so reruns and resumed runs assemble identical datasets.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from insightv_jax.data import prompts, records
 
 @dataclasses.dataclass(frozen=True)
 class AssemblyConfig:
-  high_threshold: float = 80.0
-  mid_threshold: float = 50.0
-  reasoning_per_question: int = 2
-  summary_high: int = 1
-  summary_mid: int = 1
-  summary_low: int = 1
-  summary_wrong: int = 1
-  perception_ratio: float = 0.0  # plain perception examples per question (0.5 = one every other question)
-  min_score_gap: float = 20.0
-  pairs_per_question: int = 1
+  """The fields of the module doc. No defaults here: the values live in configs/datagen.py (`assembly`),
+  documented there: `AssemblyConfig(**config.assembly.to_dict())`."""
+
+  high_threshold: float
+  mid_threshold: float
+  reasoning_per_question: int
+  summary_high: int
+  summary_mid: int
+  summary_low: int
+  summary_wrong: int
+  perception_ratio: float
+  min_score_gap: float
+  pairs_per_question: int
 
 
 def _score(p: records.ReasoningPath) -> float:
@@ -48,18 +52,19 @@ def band(p: records.ReasoningPath, cfg: AssemblyConfig) -> str:
 
 
 def assemble_question(q: records.Question, paths: Sequence[records.ReasoningPath], cfg: AssemblyConfig,
-                      index: int = 0):
-  """-> (reasoning SFT records, summary SFT records, DPO pairs) for one question."""
+                      index: int = 0, *, preset: str | prompts.PromptPreset):
+  """-> (reasoning SFT records, summary SFT records, DPO pairs) for one question, chains written by `preset`."""
+  format_chain = prompts.get_preset(preset).format_chain
   paths = sorted(paths, key=lambda p: p.id)
   ranked = sorted(paths, key=lambda p: (-_score(p), p.id))
   question = prompts.format_question(q.question, q.choices)
   bands = {b: [p for p in ranked if band(p, cfg) == b] for b in ("high", "mid", "low", "wrong")}
   reasoning = [records.ReasoningSFT(id=f"{p.id}/r", images=q.images, question=question,
-                                    reasoning=prompts.format_chain(p.steps), source=q.source)
+                                    reasoning=format_chain(p.steps), source=q.source)
                for p in bands["high"][:cfg.reasoning_per_question]]
   take = {"high": cfg.summary_high, "mid": cfg.summary_mid, "low": cfg.summary_low, "wrong": cfg.summary_wrong}
   summary = [records.SummarySFT(id=f"{p.id}/s", images=q.images, question=question,
-                                reasoning=prompts.format_chain(p.steps), answer=q.answer, chain_quality=b,
+                                reasoning=format_chain(p.steps), answer=q.answer, chain_quality=b,
                                 source=q.source)
              for b in ("high", "mid", "low", "wrong") for p in bands[b][:take[b]]]
   if int((index + 1) * cfg.perception_ratio) > int(index * cfg.perception_ratio):  # ratio r: r per question
@@ -72,8 +77,8 @@ def assemble_question(q: records.Question, paths: Sequence[records.ReasoningPath
     if _score(chosen) <= _score(rejected) + cfg.min_score_gap:
       break
     pairs.append(records.DPOPair(id=f"{q.id}/pair{len(pairs)}", images=q.images, prompt=question,
-                                 chosen=prompts.format_chain(chosen.steps),
-                                 rejected=prompts.format_chain(rejected.steps),
+                                 chosen=format_chain(chosen.steps),
+                                 rejected=format_chain(rejected.steps),
                                  chosen_score=_score(chosen), rejected_score=_score(rejected)))
     hi, lo = hi + 1, lo - 1
   return reasoning, summary, pairs

@@ -94,7 +94,9 @@ class ScriptedBackend:
 # --------------------------------------------------------------------------------------------- local
 
 class LocalBackend:
-  """Our model through `insightv_jax.infer.Agent` (chat template, AnyRes, batched sampler).
+  """Our model through `insightv_jax.infer.Agent` (chat template, AnyRes, batched sampler). A request's image
+  goes where the agent's prompts put it: the Agent tokenizes every conversation with `prompts.encode`, which
+  opens the first user turn with the `<image>` placeholder when the text has none.
 
   Requests that ask the same conversation and image with the same sampling parameters (the N paths of a
   question: `synthesize_chains`, and every path's first step in `synthesize`) are ONE prompt sampled N times:
@@ -129,10 +131,7 @@ class LocalBackend:
         convs, images = [], []
         for members in prompts:
           r = requests[members[0]]
-          msgs = [dict(m) for m in r.messages]
-          if r.image is not None:
-            msgs[0]["content"] = "<image>\n" + msgs[0]["content"]
-          convs.append(msgs)
+          convs.append(list(r.messages))  # the Agent places the image (`insightv_jax.data.prompts.place_image`)
           images.append(decode(r.image) if r.image is not None else None)
         order = [i for members in prompts for i in members]  # prompt-major, as `complete` returns them
         replies = agent.complete(convs, images, seeds=[requests[i].seed for i in order], num_samples=n)

@@ -30,7 +30,7 @@ import time
 from absl import logging
 
 from data_gen import assemble, assess, backends, progressive, report
-from insightv_jax.data import llava_format, records, sources
+from insightv_jax.data import llava_format, prompts, records, sources
 from insightv_jax.utils import openai_client
 from insightv_jax.utils.faults import kill_if
 from insightv_jax.utils.files import append_jsonl, read_jsonl_log, write_json
@@ -125,13 +125,15 @@ def make_backend(cfg, world, cache_dir: str):
     from insightv_jax.infer import Agent, GenerationConfig
     model = load_model(cfg.backend.model, dtype=cfg.backend.dtype)
     agent = Agent(model, load_tokenizer(cfg.backend.tokenizer), cfg.backend.template,
-                  GenerationConfig(batch_size=cfg.backend.batch_size))
+                  GenerationConfig(batch_size=cfg.backend.batch_size), preset=cfg.prompts)
     return backends.LocalBackend(agent)
   raise ValueError(f"config.backend.kind={kind!r}; expected scripted, local or openai")
 
 
 def run(cfg, workdir: str) -> dict:
   shard, n_shards = cfg.shard, cfg.num_shards
+  if cfg.prompts not in prompts.PROMPT_PRESETS:
+    raise ValueError(f"config.prompts={cfg.prompts!r}; expected one of {sorted(prompts.PROMPT_PRESETS)}")
   for sub in ("journal", "datasets", "report", "cache"):
     os.makedirs(os.path.join(workdir, sub), exist_ok=True)
   with open(os.path.join(workdir, f"config-{shard}.json"), "w") as f:
@@ -140,6 +142,7 @@ def run(cfg, workdir: str) -> dict:
   questions = [q for q in questions if _shard_of(q.id, n_shards) == shard]
   backend = make_backend(cfg, world, os.path.join(workdir, "cache"))
   pcfg = progressive.ProgressiveConfig(**cfg.progressive.to_dict())
+  preset = prompts.get_preset(cfg.prompts)
   if cfg.synthesis not in ("progressive", "chains"):
     raise ValueError(f"config.synthesis={cfg.synthesis!r}; expected 'progressive' or 'chains'")
   image_root = cfg.image_root or None
@@ -157,8 +160,9 @@ def run(cfg, workdir: str) -> dict:
     part = todo[start:start + chunk]
     items = [(q, _image(q, image_root, cfg.questions), k) for q, k in part]
     rows = []
-    synth = progressive.synthesize if cfg.synthesis == "progressive" else progressive.synthesize_chains
-    for out in synth(items, backend, pcfg):
+    synth = (progressive.synthesize(items, backend, pcfg) if cfg.synthesis == "progressive" else
+             progressive.synthesize_chains(items, backend, pcfg, preset=preset))
+    for out in synth:
       if isinstance(out, progressive.Dropped):
         rows.append({"type": "drop", "question_id": out.question_id, "path_index": out.path_index,
                      "reason": out.reason})
@@ -198,7 +202,7 @@ def run(cfg, workdir: str) -> dict:
   acfg = assemble.AssemblyConfig(**cfg.assembly.to_dict())
   out = {"reasoning_sft": [], "summary_sft": [], "dpo": []}
   for i, q in enumerate(sorted(questions, key=lambda q: q.id)):
-    r, s, d = assemble.assemble_question(q, assessed[q.id], acfg, index=i)
+    r, s, d = assemble.assemble_question(q, assessed[q.id], acfg, index=i, preset=preset)
     out["reasoning_sft"] += r
     out["summary_sft"] += s
     out["dpo"] += d

@@ -33,20 +33,23 @@ FINAL_ANSWER = "The reasoning is complete. Now give only the final answer to the
 
 @dataclasses.dataclass(frozen=True)
 class ProgressiveConfig:
-  """paths_per_question: N samples per question. temperature / top_p: sampling (the Insight-V code's 0.7/0.95).
-  max_steps: step budget. min_steps: steps demanded before a summary is accepted. max_retries: per step.
-  max_step_tokens / max_answer_tokens / max_chain_tokens: reply budgets (chain: a whole chain in one reply).
+  """paths_per_question: N samples per question. temperature / top_p: sampling. max_steps: step budget.
+  min_steps: steps demanded before a summary is accepted. max_retries: per step. max_step_tokens /
+  max_answer_tokens / max_chain_tokens: reply budgets (chain: a whole chain in one reply).
+
+  No defaults here: the values live in configs/datagen.py (`progressive`), documented there:
+  `ProgressiveConfig(**config.progressive.to_dict())`.
   """
 
-  paths_per_question: int = 4
-  temperature: float = 0.7
-  top_p: float = 0.95
-  max_steps: int = 16
-  min_steps: int = 2
-  max_retries: int = 3
-  max_step_tokens: int = 256
-  max_answer_tokens: int = 64
-  max_chain_tokens: int = 1024
+  paths_per_question: int
+  temperature: float
+  top_p: float
+  max_steps: int
+  min_steps: int
+  max_retries: int
+  max_step_tokens: int
+  max_answer_tokens: int
+  max_chain_tokens: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,35 +153,40 @@ def synthesize(items: Iterable[tuple[records.Question, bytes | None, int]], back
 
 # ------------------------------------------------------------------- whole chains from a reasoning agent
 
-_STEP_BLOCK = re.compile(r"Step \d+: (.+?)\n(.+?)(?=\n\nStep \d+: |\Z)", re.DOTALL)
-
-
-def parse_chain(text: str) -> tuple[records.Step, ...]:
-  """'Step 1: title\\ncontent\\n\\nStep 2: ...' (prompts.format_chain) -> steps; () if none parse."""
-  inner = prompts.extract_tag(text, prompts.THOUGHTS_OPEN, prompts.THOUGHTS_CLOSE)
-  body = (inner if inner is not None else text).strip()
-  steps = [records.Step(t.strip(), c.strip(), "continue") for t, c in _STEP_BLOCK.findall(body)
-           if t.strip() and c.strip()]
+def parse_chain(text: str, preset: str | prompts.PromptPreset) -> tuple[records.Step, ...]:
+  """A reasoning agent's reply (or its chain) -> steps, as the preset writes them (preset.format_chain; "ours":
+  'Step 1: title\\ncontent\\n\\nStep 2: ...'); the last step's action is "summary"; () if none parse."""
+  p = prompts.get_preset(preset)
+  steps = [records.Step(t, c, "continue") for t, c in p.parse_steps(p.unwrap_chain(text))]
   if steps:
     steps[-1] = dataclasses.replace(steps[-1], action="summary")
   return tuple(steps)
 
 
+def chain_request_messages(question: records.Question, preset: str | prompts.PromptPreset) -> tuple[dict, ...]:
+  """The reasoning agent's prompt for `question` as a backend request: the preset's conversation without the
+  `<image>` placeholder (the image travels beside the text; `LocalBackend` puts it back where the agent was
+  trained to see it: `prompts.place_image`)."""
+  q = prompts.format_question(question.question, question.choices)
+  return tuple(prompts.strip_image(prompts.get_preset(preset).messages("reasoning", q)))
+
+
 def synthesize_chains(items: Iterable[tuple[records.Question, bytes | None, int]], backend: Backend,
-                      cfg: ProgressiveConfig, generator_name: str = "") -> Iterator[records.ReasoningPath | Dropped]:
-  """Samples whole chains from a reasoning agent (its own prompt, one call per path): iterative DPO's sampler.
+                      cfg: ProgressiveConfig, *, preset: str | prompts.PromptPreset, generator_name: str = ""
+                      ) -> Iterator[records.ReasoningPath | Dropped]:
+  """Samples whole chains from a reasoning agent (its own prompt, from `preset`, one call per path): iterative
+  DPO's sampler.
 
   The final answer is the last step's content (the agent writes no separate answer); assessment reads it.
   """
   items = list(items)
   reqs = [ChatRequest(
-      messages=({"role": "user", "content": f"{prompts.format_question(q.question, q.choices)}\n\n"
-                                             f"{prompts.REASONING_INSTRUCTION}"},),
-      image=img, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_chain_tokens,
-      seed=stable_seed(q.id, k, "chain"), meta={"question": q, "path_index": k, "stage": "chain"})
+      messages=chain_request_messages(q, preset), image=img, temperature=cfg.temperature, top_p=cfg.top_p,
+      max_tokens=cfg.max_chain_tokens, seed=stable_seed(q.id, k, "chain"),
+      meta={"question": q, "path_index": k, "stage": "chain"})
       for q, img, k in items]
   for (q, _, k), reply in zip(items, backend.chat(reqs)):
-    steps = parse_chain(reply or "")
+    steps = parse_chain(reply or "", preset)
     if reply is None:
       yield Dropped(q.id, k, "request_failed")
     elif not steps:

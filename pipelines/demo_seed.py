@@ -134,6 +134,7 @@ def dpo_job(cfg, wd: str, seed: int) -> None:
   icfg = copy.deepcopy(cfg.dpo_iterative)
   with icfg.unlocked():
     icfg.start_model = "params:" + p.seed(seed, "reasoning", "export")
+    icfg.prompts = cfg.reasoning.data.prompts  # sampled and trained with the prompts the SFT agent learned
     icfg.datagen.backend.tokenizer = icfg.train.tokenizer = p.tok
     icfg.train.seed = icfg.train.data.seed = seed
   run_iterative(icfg, out)
@@ -162,20 +163,21 @@ def eval_job(cfg, wd: str, seed: int) -> None:
   template = cfg.reasoning.data.template
   rounds = cfg.dpo_iterative.rounds
 
-  def agent(spec, max_new_tokens, **kw):
+  def agent(spec, job, max_new_tokens, **kw):  # prompted with the preset its SFT job trained it with
     gen = infer.GenerationConfig(max_new_tokens=max_new_tokens, batch_size=cfg.eval_batch_size, seed=seed)
-    return infer.Agent(load_model(spec), tokenizer, template, gen, **kw)
+    return infer.Agent(load_model(spec), tokenizer, template, gen, preset=cfg[job].data.prompts, **kw)
 
   export = lambda job: "params:" + p.seed(seed, job, "export")
-  summary = agent(export("summary"), cfg.answer_max_new_tokens)
-  direct = agent(export("direct"), cfg.answer_max_new_tokens)
-  cot = agent(export("cot"), cfg.reasoning_max_new_tokens + 10, stop_tokens=infer.agents.COT_STOP_TOKENS)
-  reasoners = {r: agent(round_model(wd, seed, r), cfg.reasoning_max_new_tokens) for r in range(rounds + 1)}
+  summary = agent(export("summary"), "summary", cfg.answer_max_new_tokens)
+  direct = agent(export("direct"), "direct", cfg.answer_max_new_tokens)
+  cot = agent(export("cot"), "cot", cfg.reasoning_max_new_tokens + 10, stop_tokens=infer.agents.COT_STOP_TOKENS)
+  reasoners = {r: agent(round_model(wd, seed, r), "reasoning", cfg.reasoning_max_new_tokens)
+               for r in range(rounds + 1)}
   fns = {"direct": lambda ex: infer.direct(direct, ex),
          "cot": lambda ex: infer.chain_of_thought(cot, ex),
-         "summary_alone": lambda ex: infer.two_agent(_Silent(), summary, ex),
-         "two_agents": lambda ex: infer.two_agent(reasoners[0], summary, ex)}
-  fns.update({f"dpo_{r}": (lambda ex, a=reasoners[r]: infer.two_agent(a, summary, ex)) for r in range(1, rounds + 1)})
+         "summary_alone": lambda ex: infer.two_agents(_Silent(summary.prompts), summary, ex),
+         "two_agents": lambda ex: infer.two_agents(reasoners[0], summary, ex)}
+  fns.update({f"dpo_{r}": (lambda ex, a=reasoners[r]: infer.two_agents(a, summary, ex)) for r in range(1, rounds + 1)})
   results = {key: runner.evaluate(key, fns[key], questions, out, image_root=p.data,
                                   batch_size=cfg.eval_batch_size * 4) for key in systems(rounds)}
   runner.write_report(out, {systems(rounds)[k]: rows for k, rows in results.items()},
@@ -207,7 +209,7 @@ def chain_accuracy(reasoner: infer.Agent, questions, cfg) -> list[bool]:
   out = []
   for s in range(cfg.chain_samples):
     for q, chain in zip(questions, infer.reason(sampler, examples, seed_offset=s * len(examples))):
-      steps = progressive.parse_chain(chain)
+      steps = progressive.parse_chain(chain, reasoner.prompts)
       out.append(bool(steps) and extract.is_correct(steps[-1].content, q.answer, choices=q.choices))
   return out
 
@@ -215,7 +217,8 @@ def chain_accuracy(reasoner: infer.Agent, questions, cfg) -> list[bool]:
 class _Silent:
   """A 'reasoning agent' that writes an empty chain: the summary agent must answer on its own."""
 
-  prompts = prompts.get_preset("ours")
+  def __init__(self, preset: prompts.PromptPreset):
+    self.prompts = preset  # unwraps the empty reply as the summary agent's preset would
 
   def complete(self, conversations, images, **kw):
     return ["" for _ in conversations]

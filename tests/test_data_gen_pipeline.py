@@ -58,7 +58,7 @@ def test_killed_run_resumes_to_the_same_datasets(tmp_path):
 
 def test_composition_on_the_synthetic_world(tmp_path):
   out = pipeline.run(_cfg(**{"questions": "synthetic:40"}), str(tmp_path))
-  acfg = assemble.AssemblyConfig()
+  acfg = assemble.AssemblyConfig(**_cfg().assembly.to_dict())
   reasoning = list(records.read_jsonl(str(tmp_path / "datasets" / "reasoning_sft-0-of-1.jsonl")))
   summary = list(records.read_jsonl(str(tmp_path / "datasets" / "summary_sft-0-of-1.jsonl")))
   pairs = list(records.read_jsonl(str(tmp_path / "datasets" / "dpo-0-of-1.jsonl")))
@@ -138,3 +138,18 @@ def test_openai_backend_survives_a_flaky_server(flaky_server, tmp_path, monkeypa
   again = pipeline.run(cfg, str(tmp_path))["counts"]["backend"]
   assert again["cache_hits"] >= 0.9 * again["requests"]
   assert _datasets(tmp_path) and again["requests"] > 0
+
+
+def test_defaults_live_in_the_config_only():
+  """ProgressiveConfig / AssemblyConfig take every value from configs/datagen.py: no second default to disagree."""
+  from data_gen import progressive
+  c = get_config()
+  with pytest.raises(TypeError):
+    assemble.AssemblyConfig()
+  with pytest.raises(TypeError):
+    progressive.ProgressiveConfig()
+  assert assemble.AssemblyConfig(**c.assembly.to_dict()).high_threshold == c.assembly.high_threshold == 100.0
+  assert progressive.ProgressiveConfig(**c.progressive.to_dict()).max_chain_tokens == c.progressive.max_chain_tokens
+  with pytest.raises(TypeError, match="surprise"):
+    assemble.AssemblyConfig(**{**c.assembly.to_dict(), "surprise": 1})
+  assert c.prompts == "ours"

@@ -244,3 +244,22 @@ def test_mostly_bad_data_stops_in_the_batcher_with_its_message(data, tmp_path, w
   loaded = _take(iter(loader.make_dataset(src, _cfg(data, batch_size=2, max_bad_prefix=10, max_skip_fraction=1.0),
                                           data["cfg"], data["tok"])), 10)
   assert sum(stats.skipped for _, stats in loaded) >= 20
+
+
+def test_cot_target_and_the_deprecated_cot_format(data):
+  """data.target='cot' trains summary_sft records as one chain + answer reply; data.format='cot' (the old spelling)
+  still does, with a deprecation message; the preset and the target are checked by name."""
+  rec = records.SummarySFT(id="s1", images=data["sft"][0].images, question=data["sft"][0].question,
+                           reasoning=data["sft"][0].reasoning, answer="3", chain_quality="high")
+  enc = loader.Encoder(_cfg(data, target="cot"), data["cfg"], data["tok"])
+  ids, mask = enc.encode("mem[0]", rec.dumps().encode())["sft"]
+  assert data["tok"].decode(ids[mask == 1]).endswith("</thoughts><output>3</output><|eot_id|>")
+  with pytest.warns(DeprecationWarning, match="data.format='cot' is deprecated.*data.target='cot'"):
+    old = _cfg(data, format="cot")
+  assert (old.format, old.target) == ("auto", "cot")
+  np.testing.assert_array_equal(loader.Encoder(old, data["cfg"], data["tok"]).encode("mem[0]", rec.dumps().encode())
+                                ["sft"][0], ids)
+  with pytest.raises(ValueError, match="data.prompts='llava'"):
+    loader.make_dataset(data["src"], _cfg(data, prompts="llava"), data["cfg"], data["tok"])
+  with pytest.raises(ValueError, match="data.target='chain'"):
+    loader.make_dataset(data["src"], _cfg(data, target="chain"), data["cfg"], data["tok"])

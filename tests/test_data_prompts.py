@@ -127,7 +127,7 @@ class _Recorder:
 def test_agents_prompt_by_their_preset():
   ex = [infer.Example("q1", QUESTION, None)]
   reasoner, summarizer = _Recorder("insightv", REPLY), _Recorder("insightv", "C. Insight-V")
-  out = infer.two_agent(reasoner, summarizer, ex)
+  out = infer.two_agents(reasoner, summarizer, ex)
   assert reasoner.seen == [[{"role": "user", "content": EXPECTED_REASONING}]]
   assert summarizer.seen == [[{"role": "user", "content": EXPECTED_SUMMARY}]]
   assert out == [{"chain": EXPECTED_CHAIN, "reply": "C. Insight-V", "judgement": None}]
@@ -159,8 +159,50 @@ def test_agent_and_run_eval_take_the_preset(tiny_model, monkeypatch, tmp_path):
   monkeypatch.setattr(runner, "write_report", lambda *a, **k: {})
   monkeypatch.setattr(runner.infer, "Agent", lambda *a, preset, **k: made.append(preset))
   cfg = get_config()
-  assert cfg.prompts == "ours" and cfg.vlmeval_rules == "current"
+  assert cfg.prompts == "" and cfg.vlmeval_rules == "current"  # "": the model folder's preset, else "ours"
   cfg.reasoning_model, cfg.prompts, cfg.attention = "params:/nowhere", "insightv", "xla"
   runner.run_eval(cfg, str(tmp_path))
   assert made == ["insightv"] * 4  # reasoner, summarizer, direct, cot
   assert loaded == ["xla"]  # config.attention reaches model loading (one model plays every role here)
+
+
+def test_messages_is_the_one_way_to_an_agents_conversation():
+  """preset.messages(role, ...) renders exactly the per-role builders (ours: today's literal strings, above)."""
+  for name in ("ours", "insightv"):
+    p = prompts.get_preset(name)
+    assert p.messages("reasoning", "Q") == p.reasoning_messages("Q")
+    assert p.messages("reasoning", "Q", "c") == p.reasoning_messages("Q", "c")
+    assert p.messages("summary", "Q", "c") == p.summary_messages("Q", "c")
+    assert p.messages("summary", "Q", "c", answer="3", judgement="sound") == p.summary_messages("Q", "c", "3", "sound")
+    assert p.messages("direct", "Q", answer="3") == p.direct_messages("Q", "3")
+    assert p.messages("cot", "Q", "c", answer="3") == p.cot_messages("Q", "c", "3")
+    assert p.parse_steps(p.format_chain([("Row 1", "1 red"), ("Total", "3")])) == [("Row 1", "1 red"), ("Total", "3")]
+  ours = prompts.get_preset("ours")
+  assert ours.messages("cot", "Q", "c", answer="3")[1]["content"] == "<thoughts>\nc\n</thoughts><output>3</output>"
+  with pytest.raises(ValueError, match="unknown agent role 'critic'"):
+    ours.messages("critic", "Q")
+  with pytest.raises(ValueError, match="takes no answer"):
+    ours.messages("reasoning", "Q", answer="3")
+  with pytest.raises(ValueError, match="needs both the chain and the answer"):
+    ours.messages("cot", "Q", "c")
+  with pytest.raises(ValueError, match="needs the chain"):
+    ours.messages("summary", "Q")
+
+
+def test_image_placement_round_trips_the_reasoning_prompt():
+  """A backend request carries the text without `<image>`; the Agent puts it back where every preset's reasoning
+  prompt has it."""
+  for name in ("ours", "insightv"):
+    msgs = prompts.get_preset(name).messages("reasoning", "Q")
+    request = prompts.strip_image(msgs)
+    assert prompts.IMAGE_PLACEHOLDER not in request[0]["content"]
+    assert prompts.place_image(request, 1) == msgs
+    assert prompts.place_image(msgs, 1) == msgs  # a placeholder already there stays where it is
+    assert prompts.place_image(msgs, 0) == request
+
+
+def test_two_agent_is_a_deprecated_alias():
+  ex = [infer.Example("q1", QUESTION, None)]
+  with pytest.warns(DeprecationWarning, match="use infer.two_agents"):
+    out = infer.two_agent(_Recorder("ours", "<thoughts>\nx\n</thoughts>"), _Recorder("ours", "C"), ex)
+  assert out == [{"chain": "x", "reply": "C", "judgement": None}]

@@ -17,6 +17,7 @@ from test_model_parity import make_batch
 from insightv_jax import infer, sharding
 from insightv_jax.hf import load_llava_next
 from insightv_jax.infer import generate, truncate_at_stop_strings
+from insightv_jax.infer.sampler import _draw, _filter_logits
 
 
 def test_generate_is_the_documented_package_api():
@@ -29,7 +30,7 @@ def test_generate_is_the_documented_package_api():
   assert params["max_new_tokens"].default is inspect.Parameter.empty
   assert params["num_samples"].kind is inspect.Parameter.KEYWORD_ONLY and params["num_samples"].default == 1
   assert set(infer.__all__) == {"generate", "truncate_at_stop_strings", "bucket_length", "Agent", "GenerationConfig",
-                                "Example", "reason", "two_agent", "direct", "chain_of_thought"}
+                                "Example", "reason", "two_agents", "direct", "chain_of_thought"}
   assert all(callable(getattr(infer, name)) for name in infer.__all__)
 
 
@@ -101,6 +102,82 @@ def test_sharded_generation_equals_single_device(checkpoint, pair):
     out = generate(sharded_model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, max_new_tokens=8)
   assert len(sharded_model.language_model.embed_tokens.embedding.get_value().sharding.device_set) == 8
   np.testing.assert_array_equal(np.asarray(out), single)
+
+
+# ------------------------------------------------------------------------------------ filtering and draws
+
+
+def reference_keep(logits, temperature, top_k, top_p):
+  """NumPy (float64) top-k then top-p over a full sort, as HF's warpers: -> (kept [b, v] bool, margin [b]).
+
+  top-k keeps every token >= the k-th largest; top-p keeps a sorted position iff the mass before it is < top_p,
+  and every token >= the smallest kept value. margin: how far each row's decisive masses lie from top_p (a row
+  within float32 rounding of its boundary may go either way)."""
+  x = np.asarray(logits, np.float64) / temperature
+  if 0 < top_k < x.shape[1]:  # top_k >= v keeps every token
+    x = np.where(x < np.sort(x, -1)[:, -top_k][:, None], -np.inf, x)
+  keep = np.isfinite(x)
+  margin = np.full(x.shape[0], np.inf)
+  if top_p < 1.0:
+    srt = -np.sort(-x, -1)
+    p = np.exp(srt - srt[:, :1])
+    p /= p.sum(-1, keepdims=True)
+    before = np.cumsum(p, -1) - p
+    cutoff = np.min(np.where(before < top_p, srt, np.inf), -1, keepdims=True)
+    keep &= x >= cutoff
+    margin = np.min(np.abs(before - top_p), -1)
+  return keep, margin
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 0.95), (0, 0.5), (0, 0.05), (7, 0.9), (40, 0.95), (40, 1.0), (0, 1.0),
+                                         (500, 1.0), (1, 0.3)])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_filtering_keeps_the_sorted_reference_set(top_k, top_p, ties):
+  """Random logits (ties: values on a 0.25 grid, so the k-th value and the top-p cutoff are shared by several
+  tokens), temperature 0.7: the kept set equals the full-sort reference row for row (rows within 1e-5 of the
+  top-p boundary are left out); kept logits are logits / temperature, the rest -inf; top_p=1.0 with top_k=0 (or
+  top_k >= v) keeps everything."""
+  rng = np.random.default_rng(top_k * 100 + int(top_p * 100) + ties)
+  logits = rng.normal(size=(48, 301)).astype(np.float32) * rng.uniform(0.5, 6, (48, 1)).astype(np.float32)
+  if ties:
+    logits = np.round(logits * 4) / 4
+  logits[0] = 1.5  # a flat row: everything tied
+  want, margin = reference_keep(logits, 0.7, top_k, top_p)
+  got = np.asarray(jax.jit(_filter_logits, static_argnums=(1, 2, 3))(jnp.asarray(logits), 0.7, top_k, top_p))
+  rows = margin > 1e-5
+  assert rows.sum() >= 40
+  np.testing.assert_array_equal(np.isfinite(got)[rows], want[rows])
+  np.testing.assert_allclose(got[np.isfinite(got)], (logits / np.float32(0.7))[np.isfinite(got)], rtol=1e-6)
+  assert np.isfinite(got[0]).all() and np.isneginf(got[~np.isfinite(got)]).all()
+  if top_p == 1.0 and (top_k == 0 or top_k >= logits.shape[1]):
+    assert np.isfinite(got).all()
+  if ties and 0 < top_k < logits.shape[1] and top_p == 1.0:
+    assert (np.isfinite(got).sum(-1) > top_k).any()  # ties at the k-th value are all kept
+
+
+@pytest.mark.parametrize("v,top_k,top_p", [(10, 0, 0.8), (37, 12, 0.95), (64, 0, 1.0)])
+def test_draws_follow_the_filtered_distribution(v, top_k, top_p):
+  """20,000 rows with their own seeds draw from one row of logits (v = 10 and 37: the last draw block is padded):
+  excluded tokens never come out, and the counts of the kept ones pass a chi-square test against softmax over
+  the kept logits (p > 1e-4); other steps of the same seeds draw other tokens."""
+  rng = np.random.default_rng(v)
+  logits = (rng.normal(size=(1, v)) * 1.5).astype(np.float32)
+  keep, _ = reference_keep(logits, 1.0, top_k, top_p)
+  p = np.where(keep[0], np.exp(logits[0].astype(np.float64) - logits.max()), 0.0)
+  p /= p.sum()
+  n = 20_000
+  seeds = jnp.arange(n, dtype=jnp.uint32) * 7 + 1
+  sample = jax.jit(lambda x, s, i: _draw(_filter_logits(x, 1.0, top_k, top_p), s, i))
+  tokens = np.asarray(sample(jnp.broadcast_to(jnp.asarray(logits), (n, v)), seeds, 3))
+  counts = np.bincount(tokens, minlength=v)
+  assert counts.shape == (v,) and counts[~keep[0]].sum() == 0
+  expected = n * p[keep[0]]
+  chi2 = float(np.sum((counts[keep[0]] - expected) ** 2 / expected))
+  df = int(keep[0].sum()) - 1
+  critical = df * (1 - 2 / (9 * df) + 3.719 * np.sqrt(2 / (9 * df))) ** 3  # Wilson-Hilferty, p = 1e-4
+  assert chi2 < critical, (chi2, critical, counts, expected)
+  other = np.asarray(sample(jnp.broadcast_to(jnp.asarray(logits), (n, v)), seeds, 4))
+  assert (other != tokens).mean() > 0.3
 
 
 # ------------------------------------------------------------------------------------------ group sampling

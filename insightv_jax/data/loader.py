@@ -8,8 +8,10 @@
       -> mp_prefetch over `worker_count` worker processes
 Iterator state (`get_state` / `set_state`, or Orbax via `grain.checkpoint`) resumes exactly.
 
-Record formats (`format`): our records (`records.py`; "auto" or "cot"), or LLaVA-NeXT / Insight-V JSON
-("llava": conversations for SFT, prompt/chosen/rejected pairs for DPO; `llava_format.py`).
+Record formats (`format`): our records (`records.py`; "auto"), or LLaVA-NeXT / Insight-V JSON ("llava":
+conversations for SFT, prompt/chosen/rejected pairs for DPO; `llava_format.py`). Our records are trained as their
+agent's conversation (`target`: "auto" by record kind, or "cot": the one-model chain-of-thought baseline), written
+by the preset `prompts` names and tokenized by `prompts.encode`, as `infer.Agent` prompts that agent.
 
 Bad records (unparseable, failed validation, missing or corrupt image, over-long) are skipped with a log
 line naming the record (file[index] and id) and counted in the element's `BatchStats.skipped`; with
@@ -43,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import warnings
 from typing import Any
 
 import grain
@@ -50,7 +53,14 @@ import numpy as np
 
 from insightv_jax.data import llava_format, prompts, records, shared_pairs, templates
 from insightv_jax.data.batches import BatchStats, DpoBatch, Geometry, Loaded, SftBatch, SharedDpoBatch, TokenRows
-from insightv_jax.data.images import ImageDecodeError, ImageProcessorConfig, decode, preprocess, stack_batch
+from insightv_jax.data.images import (
+  ImageDecodeError,
+  ImageProcessorConfig,
+  check_image_tokens,
+  decode,
+  preprocess,
+  stack_batch,
+)
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.utils.inputs import InputError
 
@@ -64,10 +74,14 @@ class LoaderConfig:
   template: chat template name (templates.TEMPLATES). seed / num_epochs (None = forever): shuffling.
   worker_count: Grain worker processes (0 = in-process). strict: raise on the first bad record.
   min_target_tokens: reply tokens that must survive truncation. image_root: root of relative image paths.
-  format: "auto" (by record kind: reasoning_sft -> reasoning agent, summary_sft -> summary agent, question ->
-  direct answer, dpo_pair -> reasoning agent pair), "cot" (summary_sft records as ONE reply holding the
-  chain and the answer: the single-model chain-of-thought baseline) or "llava" (LLaVA-NeXT JSON records:
-  conversations trained as given, or DPO pairs; `llava_format`).
+  format: the record format: "auto" (our records, `records.py`) or "llava" (LLaVA-NeXT JSON records:
+  conversations trained as given, or DPO pairs; `llava_format`). "cot" is the deprecated spelling of
+  format="auto", target="cot" (accepted, with a warning, for one release).
+  target: what our records train: "auto" (by record kind: reasoning_sft -> reasoning agent, summary_sft ->
+  summary agent, question -> direct answer, dpo_pair -> reasoning agent pair) or "cot" (summary_sft records as
+  ONE reply holding the chain and the answer: the single-model chain-of-thought baseline).
+  prompts: the prompt preset ("ours" | "insightv", `prompts.PROMPT_PRESETS`) our records are written with; the
+  agents must be prompted with the same one at inference.
   max_bad_prefix: stop when none of the first N records read is usable; also the records read before
   max_skip_fraction applies (0 = neither check). max_skip_fraction: stop when more than this fraction of
   the records read were skipped (1.0 = never). pairs_per_row: shared-prompt DPO pairs a row may hold (K;
@@ -90,6 +104,17 @@ class LoaderConfig:
   max_bad_prefix: int = 100
   max_skip_fraction: float = 0.5
   pairs_per_row: int = 1
+  target: str = "auto"
+  prompts: str = "ours"
+
+  def __post_init__(self):
+    if self.format == "cot":  # the old spelling: "cot" is a training target, not a record format
+      msg = ("data.format='cot' is deprecated and will be removed in the next release: use data.target='cot' "
+             "(data.format names the record format: auto | llava)")
+      warnings.warn(msg, DeprecationWarning, stacklevel=3)
+      log.warning(msg)
+      object.__setattr__(self, "format", "auto")
+      object.__setattr__(self, "target", "cot")
 
   @classmethod
   def from_config(cls, data_cfg) -> LoaderConfig:
@@ -97,7 +122,8 @@ class LoaderConfig:
     return cls(**{k: v for k, v in data_cfg.items() if k not in ("source", "paths")})
 
 
-FORMATS = ("auto", "cot", "llava")
+FORMATS = ("auto", "llava")
+TARGETS = ("auto", "cot")
 
 
 class BadRecord(Exception):
@@ -150,6 +176,7 @@ class Encoder:
     self.stop = stop or _Stop()
     self.tokenizer = tokenizer
     self.template = templates.TEMPLATES[cfg.template]
+    self.prompts = prompts.get_preset(cfg.prompts)
     self.proc = ImageProcessorConfig.for_model(model_cfg)
     self.image_token_id = model_cfg.image_token_index
 
@@ -204,7 +231,7 @@ class Encoder:
           "not a preference pair: DPO trains on dpo_pair records, or LLaVA DPO JSON (prompt, chosen, rejected)"))
     if pair:
       for side in ("chosen", "rejected"):
-        msgs = rec.messages_for(side) if llava else prompts.reasoning_messages(rec.prompt, getattr(rec, side))
+        msgs = rec.messages_for(side) if llava else self.prompts.messages("reasoning", rec.prompt, getattr(rec, side))
         out[side] = self._tokenize(msgs, counts, where, rec.id)
       if self.shared:
         try:
@@ -221,22 +248,23 @@ class Encoder:
     return out
 
   def _messages(self, rec: records.Record, where: str) -> list[dict]:
-    if self.cfg.format == "cot":
+    p = self.prompts
+    if self.cfg.target == "cot":
       if not isinstance(rec, records.SummarySFT) or not rec.reasoning:
-        raise BadRecord(f"{where} (id={rec.id!r}): format='cot' needs summary_sft records with a chain")
-      return prompts.cot_messages(rec.question, rec.reasoning, rec.answer)
+        raise BadRecord(f"{where} (id={rec.id!r}): target='cot' needs summary_sft records with a chain")
+      return p.messages("cot", rec.question, rec.reasoning, answer=rec.answer)
     if isinstance(rec, records.ReasoningSFT):
-      return prompts.reasoning_messages(rec.question, rec.reasoning)
+      return p.messages("reasoning", rec.question, rec.reasoning)
     if isinstance(rec, records.SummarySFT):
       judgement = None if rec.chain_quality == "none" else ("flawed" if rec.chain_quality == "wrong" else "sound")
-      return prompts.summary_messages(rec.question, rec.reasoning, rec.answer, judgement)
+      return p.messages("summary", rec.question, rec.reasoning, answer=rec.answer, judgement=judgement)
     if isinstance(rec, records.Question):
-      return prompts.direct_messages(prompts.format_question(rec.question, rec.choices), rec.answer)
+      return p.messages("direct", prompts.format_question(rec.question, rec.choices), answer=rec.answer)
     raise BadRecord(f"{where} (id={rec.id!r}): a {rec.KIND!r} record is not a training example")
 
   def _tokenize(self, msgs, counts, where, rid) -> tuple[np.ndarray, np.ndarray]:
-    ids, mask = templates.encode_chat(self.tokenizer, self.template, msgs, image_token_id=self.image_token_id,
-                                      image_token_counts=counts)
+    ids, mask = prompts.encode(self.tokenizer, self.template, msgs, image_token_id=self.image_token_id,
+                               image_token_counts=counts)
     limit = self.cfg.max_len
     if len(ids) > limit:
       first_target = int(np.argmax(mask)) if mask.any() else len(ids)
@@ -244,6 +272,7 @@ class Encoder:
         raise BadRecord(f"{where} (id={rid!r}): over-long: {len(ids)} tokens, prompt alone {first_target}, "
                         f"max_len={limit}")
       ids, mask = ids[:limit], mask[:limit]
+    check_image_tokens(ids, counts, self.image_token_id, f"{where} (id={rid!r})")
     if not mask.any():
       raise BadRecord(f"{where} (id={rid!r}): no trainable tokens")
     return ids, mask
@@ -468,7 +497,11 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
   if not cfg.pack and cfg.images_per_row != 1:
     raise ValueError("images_per_row > 1 needs pack=True")
   if cfg.format not in FORMATS:
-    raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
+    raise ValueError(f"data.format={cfg.format!r}; expected one of {FORMATS}")
+  if cfg.target not in TARGETS:
+    raise ValueError(f"data.target={cfg.target!r}; expected one of {TARGETS}")
+  if cfg.prompts not in prompts.PROMPT_PRESETS:
+    raise ValueError(f"data.prompts={cfg.prompts!r}; expected one of {sorted(prompts.PROMPT_PRESETS)}")
   ds = grain.MapDataset.source(source)
   if len(ds) < process_count:
     raise ValueError(f"source has {len(ds)} records for {process_count} processes")

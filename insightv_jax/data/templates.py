@@ -30,6 +30,8 @@ import numpy as np
 from insightv_jax.data import insightv_compat
 
 IMAGE_PLACEHOLDER = "<image>"
+# The template of a job whose config leaves it "" and whose model folder records none (checkpoints/model_card.py).
+DEFAULT_TEMPLATE = "llama3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +149,14 @@ TEMPLATES: dict[str, ChatTemplate] = {
     "qwen_1_5": ChatTemplate("qwen_1_5", "", "<|im_end|>", insightv_compat.QWEN_SYSTEM, _QWEN_1_5_JINJA,
                              _CHATML_SPECIALS, style="chatml"),
 }
-TEMPLATE_FOR_MODEL = {"llama": "llama3", "qwen2": "chatml"}
+
+
+def rendered_special_tokens(template: ChatTemplate) -> tuple[str, ...]:
+  """The special tokens `template` writes into a conversation (its bos, turn markers and end of turn): a tokenizer
+  used with it must hold each as ONE token, or the turns are split into pieces and the stop never generated."""
+  text, _ = template.render([{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                             {"role": "assistant", "content": "a"}], add_generation_prompt=True)
+  return tuple(t for t in template.special_tokens if t in text)
 
 
 def encode_chat(tokenizer, template: ChatTemplate, messages: Sequence[dict], *, image_token_id: int,
@@ -158,12 +167,7 @@ def encode_chat(tokenizer, template: ChatTemplate, messages: Sequence[dict], *, 
   The k-th `<image>` placeholder becomes image_token_counts[k] copies of image_token_id (mask 0).
   """
   text, spans = template.render(messages, add_generation_prompt)
-  enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-  ids = np.asarray(enc["input_ids"], np.int32)
-  offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
-  mask = np.zeros(len(ids), np.int32)
-  for start, end in spans:
-    mask |= ((offsets[:, 1] > start) & (offsets[:, 0] < end)).astype(np.int32)
+  ids, mask = encode_text(tokenizer, text, spans)
   where = np.flatnonzero(ids == image_token_id)
   if len(where) != len(image_token_counts):
     raise ValueError(f"conversation has {len(where)} {IMAGE_PLACEHOLDER} placeholders but "
@@ -172,4 +176,15 @@ def encode_chat(tokenizer, template: ChatTemplate, messages: Sequence[dict], *, 
     repeats = np.ones(len(ids), np.int64)
     repeats[where] = np.asarray(image_token_counts, np.int64)
     ids, mask = np.repeat(ids, repeats), np.repeat(mask, repeats)
+  return ids, mask
+
+
+def encode_text(tokenizer, text: str, spans: Sequence[tuple[int, int]] = ()) -> tuple[np.ndarray, np.ndarray]:
+  """Rendered text -> (ids [t] int32, mask [t] int32: 1 on the tokens that overlap a (start, end) char span)."""
+  enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+  ids = np.asarray(enc["input_ids"], np.int32)
+  offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
+  mask = np.zeros(len(ids), np.int32)
+  for start, end in spans:
+    mask |= ((offsets[:, 1] > start) & (offsets[:, 0] < end)).astype(np.int32)
   return ids, mask

@@ -16,6 +16,7 @@ from absl import logging
 
 from insightv_jax import infer
 from insightv_jax.checkpoints import load_model
+from insightv_jax.data import model_files
 from insightv_jax.data.tokenizer import load_tokenizer
 from insightv_jax.eval import readers
 
@@ -32,6 +33,8 @@ SYSTEMS = ("two_agent", "direct", "cot")
 
 def run_eval(config, workdir: str) -> dict:
   """What `insightv-eval` runs: config (configs/eval.py) names the models, systems and benchmark files."""
+  # template / prompts "" -> what the reasoning model's folder records (data/model_files.py)
+  model_files.apply_recorded_defaults(config, model="reasoning_model", template="template", prompts="prompts")
   os.makedirs(workdir, exist_ok=True)
   with atomic_write(os.path.join(workdir, "config.json")) as f:
     f.write(config.to_json_best_effort(indent=2))
@@ -64,7 +67,7 @@ def run_eval(config, workdir: str) -> dict:
     if system == "two_agent":
       r = agent(config.reasoning_model, config.reasoning_max_new_tokens)
       s = agent(summary_spec, config.answer_max_new_tokens)
-      fn = lambda ex, r=r, s=s: infer.two_agent(r, s, ex)
+      fn = lambda ex, r=r, s=s: infer.two_agents(r, s, ex)
     elif system == "direct":
       a = agent(baseline_spec, config.answer_max_new_tokens)
       fn = lambda ex, a=a: infer.direct(a, ex)

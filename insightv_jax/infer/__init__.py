@@ -10,18 +10,20 @@
     reasoner = infer.Agent(model_r, tokenizer, "llama3", infer.GenerationConfig(max_new_tokens=512))
     summarizer = infer.Agent(model_s, tokenizer, "llama3", infer.GenerationConfig(max_new_tokens=32))
     examples = [infer.Example("q1", "Which bar is tallest?\nA. red\nB. blue", pil_image)]
-    outputs = infer.two_agent(reasoner, summarizer, examples)   # [{"chain", "reply", "judgement"}, ...]
+    outputs = infer.two_agents(reasoner, summarizer, examples)  # [{"chain", "reply", "judgement"}, ...]
     chains = reasoner.with_generation(temperature=0.7).complete(convs, images, num_samples=4)  # 4 per conversation
 
     # a released Insight-V agent, prompted with Insight-V's own text (data.prompts.PROMPT_PRESETS)
     reasoner = infer.Agent(model_r, tokenizer, "llava_llama_3", preset="insightv")
 
 `sampler` holds the token-level loop (`generate`, `truncate_at_stop_strings`, `bucket_length`); `agents` the
-chat-level API (`Agent`, `reason`, `two_agent` and the `direct` / `chain_of_thought` baselines).
+chat-level API (`Agent`, `reason`, `two_agents` and the `direct` / `chain_of_thought` baselines; `two_agent` is
+the deprecated spelling of `two_agents`, kept for one release).
 """
 
-from insightv_jax.infer.agents import Agent, Example, GenerationConfig, chain_of_thought, direct, reason, two_agent
+from insightv_jax.infer.agents import Agent, Example, GenerationConfig, chain_of_thought, direct, reason, two_agents
+from insightv_jax.infer.agents import two_agent as two_agent  # the deprecated spelling of two_agents (one release)
 from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
 
 __all__ = ["Agent", "Example", "GenerationConfig", "bucket_length", "chain_of_thought", "direct", "generate", "reason",
-           "truncate_at_stop_strings", "two_agent"]
+           "truncate_at_stop_strings", "two_agents"]

@@ -2,13 +2,15 @@
 
     reasoner = Agent(model_r, tokenizer, "llama3", GenerationConfig(max_new_tokens=512))
     summarizer = Agent(model_s, tokenizer, "llama3", GenerationConfig(max_new_tokens=32))
-    outputs = two_agent(reasoner, summarizer, examples)   # [{"chain", "reply", "judgement"}, ...]
+    outputs = two_agents(reasoner, summarizer, examples)  # [{"chain", "reply", "judgement"}, ...]
     outputs = direct(model_agent, examples)                # baseline: answer directly
     outputs = chain_of_thought(model_agent, examples)      # baseline: chain and answer from one model
 
 Either agent may be the same model. An `Example` is (id, question text with its options, PIL image). Each agent
-is prompted by its preset (`prompts.PROMPT_PRESETS`): "ours", or "insightv" for a released Insight-V checkpoint
-(its own prompts, with the `llava_llama_3` template):
+is prompted by its preset (`prompts.PROMPT_PRESETS`, the `prompts` field of the configs): "ours", or "insightv"
+for a released Insight-V checkpoint (its own prompts, with the `llava_llama_3` template). Conversations come from
+`preset.messages(role, ...)` and are tokenized by `prompts.encode(..., prompt=True)`, exactly as the loader
+tokenizes the training examples:
 
     reasoner = Agent(model_r, tokenizer, "llava_llama_3", GenerationConfig(max_new_tokens=1024), preset="insightv")
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -60,7 +63,7 @@ class Agent:
                stop_tokens: Sequence[str] = REASONING_STOP_TOKENS,
                preset: str | prompts.PromptPreset = "ours"):
     """stop_tokens: tags that end a reply besides the template's end-of-turn (a chain-of-thought reply must
-    not stop at </thoughts>, its answer follows). preset: how `reason` / `two_agent` / the baselines prompt
+    not stop at </thoughts>, its answer follows). preset: how `reason` / `two_agents` / the baselines prompt
     this agent ("ours" | "insightv", or a `prompts.PromptPreset`)."""
     self.model, self.tokenizer, self.gen = model, tokenizer, gen
     self.prompts = prompts.get_preset(preset)
@@ -80,7 +83,8 @@ class Agent:
 
   def complete(self, conversations: Sequence[list[dict]], images: Sequence[Image.Image | None], *,
                seed_offset: int = 0, seeds: Sequence[int] | None = None, num_samples: int = 1) -> list[str]:
-    """Generates num_samples replies per conversation (each has at most one <image>, matched with `images`).
+    """Generates num_samples replies per conversation (each has at most one <image>, matched with `images`; a
+    conversation without the placeholder gets it at the start of its first user turn: `prompts.place_image`).
 
     Returns len(conversations) * num_samples replies, prompt-major: reply i * num_samples + s is sample s of
     conversation i. With num_samples > 1 each conversation is prefilled once and its samples decode from
@@ -115,10 +119,8 @@ class Agent:
         counts.append(self.proc.num_image_tokens(h, w))
       else:
         slots.append(None)
-        conv = [dict(m, content=m["content"].replace(templates.IMAGE_PLACEHOLDER + "\n", "")) for m in conv]
-      ids, _ = templates.encode_chat(self.tokenizer, self.template, conv,
-                                     image_token_id=self.model.cfg.image_token_index, image_token_counts=counts,
-                                     add_generation_prompt=True)
+      ids, _ = prompts.encode(self.tokenizer, self.template, conv, image_token_id=self.model.cfg.image_token_index,
+                              image_token_counts=counts, prompt=True)
       encoded.append(ids)
     p = prompts_per_call
     t = bucket_length(max(len(x) for x in encoded))
@@ -146,30 +148,37 @@ def reason(reasoner: Agent, examples: Sequence[Example], *, seed_offset: int = 0
   """The reasoning agent's chains, cut out of its replies by its preset ("ours": the text inside <thoughts>,
   or the whole reply if the tag is missing)."""
   p = reasoner.prompts
-  replies = reasoner.complete([p.reasoning_messages(e.question) for e in examples], [e.image for e in examples],
+  replies = reasoner.complete([p.messages("reasoning", e.question) for e in examples], [e.image for e in examples],
                               seed_offset=seed_offset)
   return [p.unwrap_chain(r) for r in replies]
 
 
-def two_agent(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -> list[dict]:
+def two_agents(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -> list[dict]:
   """Insight-V: the reasoner writes a chain, the summarizer judges it and answers (`judgement`: its verdict).
 
   Each agent is prompted by its own preset (the reasoner's cuts the chain, the summarizer's shows it).
   """
   chains = reason(reasoner, examples)
-  replies = summarizer.complete([summarizer.prompts.summary_messages(e.question, c)
+  replies = summarizer.complete([summarizer.prompts.messages("summary", e.question, c)
                                  for e, c in zip(examples, chains)], [e.image for e in examples])
   return [{"chain": c, "reply": r, "judgement": prompts.parse_judgement(r)} for c, r in zip(chains, replies)]
 
 
+def two_agent(reasoner: Agent, summarizer: Agent, examples: Sequence[Example]) -> list[dict]:
+  """Deprecated spelling of `two_agents` (removed in the next release)."""
+  warnings.warn("infer.two_agent is deprecated; use infer.two_agents", DeprecationWarning, stacklevel=2)
+  return two_agents(reasoner, summarizer, examples)
+
+
 def direct(agent: Agent, examples: Sequence[Example]) -> list[dict]:
   """Baseline: one model answers each question directly (no chain)."""
-  replies = agent.complete([agent.prompts.direct_messages(e.question) for e in examples],
+  replies = agent.complete([agent.prompts.messages("direct", e.question) for e in examples],
                            [e.image for e in examples])
   return [{"chain": "", "reply": r, "judgement": None} for r in replies]
 
 
 def chain_of_thought(agent: Agent, examples: Sequence[Example]) -> list[dict]:
   """Baseline: one model writes its chain and its answer in one reply (`chain`: the text inside <thoughts>)."""
-  replies = agent.complete([agent.prompts.cot_messages(e.question) for e in examples], [e.image for e in examples])
+  replies = agent.complete([agent.prompts.messages("cot", e.question) for e in examples],
+                           [e.image for e in examples])
   return [{"chain": agent.prompts.unwrap_chain(r), "reply": r, "judgement": None} for r in replies]
