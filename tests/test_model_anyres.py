@@ -100,9 +100,9 @@ def ours(image_sizes, pinpoints, tile, side, xp=np):
   sizes = np.asarray(image_sizes)
   num_tiles = anyres.max_patches(pinpoints, tile)
   length = anyres.max_image_tokens(pinpoints, tile, side, side * side)
-  index = anyres.feature_source_index(sizes, num_tiles, pinpoints, tile, side, length, xp=xp)
-  lengths = anyres.num_image_tokens(sizes[:, 0], sizes[:, 1], pinpoints, tile, side, side * side, xp=xp)
-  return np.asarray(index), np.asarray(lengths), num_tiles
+  lay = anyres.layout(sizes[:, 0], sizes[:, 1], pinpoints, tile, side, side * side, xp=xp)
+  index = anyres.feature_source_index(lay, num_tiles, side, length, xp=xp)
+  return np.asarray(index), np.asarray(lay.num_tokens), num_tiles
 
 
 # ------------------------------------------------------------------------------------------ worked examples
@@ -138,7 +138,7 @@ def test_num_image_tokens_docstring_examples():
 
 def test_feature_source_index_docstring_example():
   """One 28 x 56 image, grid 1 x 2 of 2 x 2-token tiles (table rows: base 0-3, tile 1 4-7, tile 2 8-11, newline 12)."""
-  index = anyres.feature_source_index(np.array([[28, 56]]), 3, [[28, 56]], 28, 2, 14)
+  index = anyres.feature_source_index(anyres.layout(np.array([28]), np.array([56]), [[28, 56]], 28, 2, 4), 3, 2, 14)
   np.testing.assert_array_equal(index, [[0, 1, 2, 3,          # base tile
                                          4, 5, 8, 9, 12,      # grid row 0: tile 1 row 0, tile 2 row 0, newline
                                          6, 7, 10, 11, 12]])  # grid row 1
@@ -211,8 +211,8 @@ def test_index_and_count_are_the_same_under_jit():
 
   @jax.jit
   def on_device(sizes):
-    index = anyres.feature_source_index(sizes, num_tiles, pinpoints, tile, side, host_index.shape[1], xp=jnp)
-    return index, anyres.num_image_tokens(sizes[:, 0], sizes[:, 1], pinpoints, tile, side, side * side, xp=jnp)
+    lay = anyres.layout(sizes[:, 0], sizes[:, 1], pinpoints, tile, side, side * side, xp=jnp)
+    return anyres.feature_source_index(lay, num_tiles, side, host_index.shape[1], xp=jnp), lay.num_tokens
 
   jit_index, jit_lengths = on_device(jnp.asarray(SIZES, jnp.int32))
   np.testing.assert_array_equal(jit_index, host_index)

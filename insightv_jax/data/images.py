@@ -71,6 +71,22 @@ class ImageDecodeError(InputError):
   pass
 
 
+class ImageTokenMismatch(InputError):
+  pass
+
+
+def check_image_tokens(ids: np.ndarray, counts: Sequence[int], image_token_id: int, where: str) -> None:
+  """An example's token ids [t] must hold exactly sum(counts) image tokens, the features its images give
+  (`ImageProcessorConfig.num_image_tokens` each): the model fills image tokens in reading order over the whole
+  batch, so a row with fewer (a later turn's image cut by truncation) would shift every later row's images.
+  Raises ImageTokenMismatch naming `where` (the record) otherwise."""
+  n = int((np.asarray(ids) == image_token_id).sum())
+  if n != sum(counts):
+    raise ImageTokenMismatch(f"{where}: {n} image tokens in the text but its {len(counts)} image(s) give "
+                             f"{sum(counts)} features ({list(counts)}); an image placeholder was cut by truncation "
+                             "to max_len, or the text holds image tokens of its own")
+
+
 def decode(data: bytes, where: str = "image") -> Image.Image:
   """Encoded bytes (PNG/JPEG/...) -> RGB PIL image; a clear error naming `where` if corrupt."""
   try:

@@ -16,17 +16,19 @@ from the top and bottom -> tokens = 576 + 16 * 49 = 1360.
 
 All functions here take integer arrays and use exact integer arithmetic, so the same code runs on the
 host (numpy) and inside `jit` (jax.numpy), and the token count the host expands a prompt to always
-equals what the model fills in. `transformers` computes the best resolution in float64 and truncates,
-so a downscaled side can come out one pixel short and the choice differ. With LLaVA-NeXT's pinpoints that
-is rare (none among 10^5 random sizes up to 4000 px); with tiny test tiles (28 px), whose small areas tie
-often, it happens for about 0.2% of sizes, so parity tests against `transformers` pick their sizes.
+equals what the model fills in. `layout` is the one derivation from an image's size (grid, unpadding, token
+count): the image processor, the prompt's `<image>` count and the model's `feature_source_index` all read it.
+`transformers` computes the best resolution in float64 and truncates, so a downscaled side can come out one
+pixel short and the choice differ. With LLaVA-NeXT's pinpoints that is rare (none among 10^5 random sizes up
+to 4000 px); with tiny test tiles (28 px), whose small areas tie often, it happens for about 0.2% of sizes, so
+parity tests against `transformers` pick their sizes.
 Unpadding is exact here and `round(x, 7)` of a float ratio there: they can only differ for sides over
 about 10^7 px.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -79,11 +81,33 @@ def unpadded_extent(height, width, grid_rows, grid_cols, side: int, xp=np):
   return pad_rows, cur_h - 2 * pad_rows, pad_cols, cur_w - 2 * pad_cols
 
 
+class Layout(NamedTuple):
+  """Everything AnyRes derives from an image's size, each an int array shaped like (height, width).
+
+  grid_rows / grid_cols: the tiles of the chosen pinpoint (`grid_shape`); top, kept_rows, left, kept_cols: the
+  stitched map's part that unpadding keeps (`unpadded_extent`); num_tokens: the packed feature length.
+  """
+
+  grid_rows: object
+  grid_cols: object
+  top: object
+  kept_rows: object
+  left: object
+  kept_cols: object
+  num_tokens: object
+
+
+def layout(height, width, pinpoints, tile: int, side: int, tokens_per_tile: int, xp=np) -> Layout:
+  """The one derivation of an image's AnyRes geometry, on the host (numpy: the image processor's tile grid and
+  the prompt's `<image>` count) and on device (jax.numpy: `feature_source_index`, the feature lengths)."""
+  rows, cols = grid_shape(height, width, pinpoints, tile, xp)
+  top, kept_rows, left, kept_cols = unpadded_extent(height, width, rows, cols, side, xp)
+  return Layout(rows, cols, top, kept_rows, left, kept_cols, tokens_per_tile + kept_rows * (kept_cols + 1))
+
+
 def num_image_tokens(height, width, pinpoints, tile: int, side: int, tokens_per_tile: int, xp=np):
   """Packed feature length of each image: base tile + kept rows x (kept cols + newline)."""
-  rows, cols = grid_shape(height, width, pinpoints, tile, xp)
-  _, kept_rows, _, kept_cols = unpadded_extent(height, width, rows, cols, side, xp)
-  return tokens_per_tile + kept_rows * (kept_cols + 1)
+  return layout(height, width, pinpoints, tile, side, tokens_per_tile, xp).num_tokens
 
 
 def max_image_tokens(pinpoints, tile: int, side: int, tokens_per_tile: int) -> int:
@@ -95,23 +119,21 @@ def max_patches(pinpoints, tile: int) -> int:
   return 1 + max((p[0] // tile) * (p[1] // tile) for p in pinpoints)
 
 
-def feature_source_index(image_sizes, num_tiles: int, pinpoints, tile: int, side: int, length: int, xp=np):
+def feature_source_index(lay: Layout, num_tiles: int, side: int, length: int, xp=np):
   """Where each packed image token comes from, as an index into a flat feature table.
 
-  The table is the vision features of all tiles, [n_images * num_tiles * side * side, d], followed by one
-  row for `image_newline`. Returns int32 [n_images, length]: entry (i, j) is the table row of the j-th
-  packed token of image i (entries past the image's `num_image_tokens` are clipped garbage).
+  lay: the `layout` of n_images images (arrays [n_images]). The table is the vision features of all tiles,
+  [n_images * num_tiles * side * side, d], followed by one row for `image_newline`. Returns int32
+  [n_images, length]: entry (i, j) is the table row of the j-th packed token of image i (entries past the
+  image's `num_tokens` are clipped garbage).
 
   Example (side 2, one image with grid 1 x 2, no unpadding, num_tiles 3): tiles 0 (base), 1, 2.
     base:       rows 0..3                      (tile 0, tokens 0..3)
     grid row 0: tile1 t0, tile1 t1, tile2 t0, tile2 t1, newline
     grid row 1: tile1 t2, tile1 t3, tile2 t2, tile2 t3, newline
   """
-  image_sizes = xp.asarray(image_sizes, dtype=xp.int32)
-  h, w = image_sizes[:, 0], image_sizes[:, 1]
-  n = image_sizes.shape[0]
-  rows, cols = grid_shape(h, w, pinpoints, tile, xp)
-  top, _, left, kept_cols = unpadded_extent(h, w, rows, cols, side, xp)
+  cols, top, left, kept_cols = lay.grid_cols, lay.top, lay.left, lay.kept_cols
+  n = cols.shape[0]
   s2 = side * side
   j = xp.arange(length, dtype=xp.int32)[None, :]  # [1, length]
   q = j - s2
