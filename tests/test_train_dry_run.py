@@ -36,7 +36,8 @@ def test_dry_run_compiles_the_8b_dpo_step_with_its_reference_model(tmp_path):
   state = report["state_GiB_per_device"]
   params_gib = report["params_billion"] * 1e9 * 4 / 8 / 2**30  # fp32 master weights over 8 devices
   assert abs(state["params"] - params_gib) < 0.05 * params_gib
-  assert state["ref_params"] == state["params"]  # the reference copy is part of the train state
+  # the reference's trained part is part of the train state; the frozen vision tower (~4%) is the policy's
+  assert 0.9 * state["params"] < state["ref_params"] < state["params"]
   assert report["per_device_GiB"]["arguments"] >= state["params"] + state["ref_params"] + state["opt_state"]
   # one row per pair (the prompt once, both replies): the FLOPs of 8 rows (unshared: 2 x 8)
   from configs.dpo import get_config

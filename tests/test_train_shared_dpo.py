@@ -15,7 +15,8 @@ from insightv_jax.data import loader, records, shared_pairs, sources
 from insightv_jax.data.batches import DpoBatch, SharedDpoBatch
 from insightv_jax.data.tokenizer import fit_model_config, load_tokenizer
 from insightv_jax.model.llava import LlavaNext
-from insightv_jax.train import steps
+from insightv_jax.train import optim, steps
+from insightv_jax.train import state as state_lib
 
 N = 12
 
@@ -126,3 +127,46 @@ def test_packed_shared_rows_give_the_same_pairs_logprobs(pairs):
     np.testing.assert_array_equal([n_packed[slot], n_packed[k + slot]], [n_plain[i], n_plain[N + i]])
     np.testing.assert_allclose([lp_packed[slot], lp_packed[k + slot]], [lp_plain[i], lp_plain[N + i]], rtol=1e-6,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_type", [DpoBatch, SharedDpoBatch])
+def test_frozen_tower_runs_once_with_the_two_tower_loss_and_gradients(pairs, batch_type, monkeypatch):
+  """With the vision tower frozen, `ref_params` is the trained part only (`state.trained_part`) and the reference
+  reuses the policy's tower output: the tower runs once per step, and the DPO loss and every gradient equal the
+  path with a full reference copy (tower included, run twice)."""
+  batch = _batch(pairs, batch_type)
+  params = pairs["params"]
+  trainable = optim.trainable_mask(params, ["^vision_tower/"])
+  # a reference that differs from the policy where it is trained (as after some DPO steps), equal where frozen
+  noise = iter(jax.random.split(jax.random.key(7), len(jax.tree.leaves(params))))
+  ref_full = jax.tree.map(lambda x, t: x + 0.02 * jax.random.normal(next(noise), x.shape, x.dtype) if t else x,
+                          params, trainable)
+  ref_part = state_lib.trained_part(ref_full, trainable)
+  assert set(ref_part) == set(params) - {"vision_tower"} and state_lib.shares_tower(ref_part)
+  assert not state_lib.shares_tower(ref_full)
+  stop_frozen = lambda p: jax.tree.map(lambda x, t: x if t else jax.lax.stop_gradient(x), p, trainable)
+
+  towers = []
+  encode_tiles = LlavaNext.encode_tiles
+  monkeypatch.setattr(LlavaNext, "encode_tiles", lambda self, pv: towers.append(1) or encode_tiles(self, pv))
+
+  def loss_and_grads(ref):
+    towers.clear()
+    f = lambda p: steps.dpo_loss(pairs["graphdef"], stop_frozen(p), batch, beta=0.1, sft_weight=0.7, chunk=128,
+                                 ref_params=ref)
+    (loss, aux), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+    return float(loss), jax.tree.map(float, aux), grads, len(towers)
+
+  loss2, aux2, g2, runs2 = loss_and_grads(ref_full)
+  loss1, aux1, g1, runs1 = loss_and_grads(ref_part)
+  assert (runs2, runs1) == (2, 1)  # tower calls while tracing: policy and reference, then the policy's only
+  assert abs(aux2["rewards/margin"]) > 1e-3  # the reference differs: a real DPO loss, not log(2) at a zero margin
+  np.testing.assert_allclose(loss1, loss2, rtol=1e-6)
+  for k in aux2:  # rewards: beta x differences of ~-300 fp32 log-probs, so 1e-5 is 3 ulps of those
+    np.testing.assert_allclose(aux1[k], aux2[k], rtol=1e-6, atol=1e-5, err_msg=k)
+  # each gradient to 1e-5 of its largest entry (measured: at most 2e-6; XLA fuses the two programs differently, so
+  # the reference log-probs differ by a few fp32 ulps, and the loss's sigmoid carries that into every gradient)
+  rel = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max() / jnp.maximum(jnp.abs(a).max(), 1e-2)), g2, g1)
+  assert max(jax.tree.leaves(rel)) < 1e-5, {
+      jax.tree_util.keystr(p): r for p, r in jax.tree_util.tree_leaves_with_path(rel) if r >= 1e-5}
+  assert float(jnp.abs(g1["multi_modal_projector"]["linear_1"]["kernel"]).max()) > 1e-3  # trained: real gradients

@@ -47,32 +47,43 @@ class LlavaNext(nnx.Module):
     return anyres.max_image_tokens(c.image_grid_pinpoints, c.vision.image_size, c.vision.patches_per_side,
                                    c.tokens_per_tile)
 
-  def image_features(self, pixel_values: jax.Array, image_sizes: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def encode_tiles(self, pixel_values: jax.Array) -> jax.Array:
+    """pixel_values [i, n, c, h, w] -> the vision tower's selected features of every tile [i*n, s, dv], before
+    the projector (what a frozen tower gives the policy and the DPO reference alike)."""
+    return self.vision_tower(pixel_values.reshape((-1,) + pixel_values.shape[2:]))
+
+  def image_features(self, pixel_values: jax.Array, image_sizes: jax.Array, *,
+                     tower_features: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """pixel_values [i, n, c, h, w], image_sizes [i, 2] -> (packed features [i, L, d], lengths [i]).
 
     An image slot with size (0, 0) is empty (batch padding): its length is 0.
     L is the largest possible packed length; image k's first lengths[k] rows are its features. Tiles past
-    an image's own count (batch padding) are encoded but never referenced.
+    an image's own count (batch padding) are encoded but never referenced. tower_features [i*n, s, dv]:
+    `encode_tiles(pixel_values)` computed already (the tower is then not run again).
     """
     c = self.cfg
-    i, n = pixel_values.shape[:2]
-    tiles = pixel_values.reshape((i * n,) + pixel_values.shape[2:])
-    feats = self.multi_modal_projector(self.vision_tower(tiles))  # [i*n, s, d]
+    n = pixel_values.shape[1]
+    if tower_features is None:
+      tower_features = self.encode_tiles(pixel_values)
+    feats = self.multi_modal_projector(tower_features)  # [i*n, s, d]
     d = feats.shape[-1]
     table = jnp.concatenate([feats.reshape(-1, d), self.image_newline[...].astype(feats.dtype)[None]], axis=0)
-    geometry = (c.image_grid_pinpoints, c.vision.image_size, c.vision.patches_per_side)
     present = image_sizes[:, 0] > 0  # size (0, 0) marks an empty image slot: zero tokens
     safe = jnp.where(present[:, None], image_sizes, c.vision.image_size)
-    src = anyres.feature_source_index(safe, n, *geometry, self.max_image_tokens(), xp=jnp)
-    lengths = anyres.num_image_tokens(safe[:, 0], safe[:, 1], *geometry, c.tokens_per_tile, xp=jnp)
-    return jnp.take(table, src, axis=0), jnp.where(present, lengths, 0)
+    layout = anyres.layout(safe[:, 0], safe[:, 1], c.image_grid_pinpoints, c.vision.image_size,
+                           c.vision.patches_per_side, c.tokens_per_tile, xp=jnp)
+    src = anyres.feature_source_index(layout, n, c.vision.patches_per_side, self.max_image_tokens(), xp=jnp)
+    return jnp.take(table, src, axis=0), jnp.where(present, layout.num_tokens, 0)
 
   def embed(self, input_ids: jax.Array, image_feats: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """Text embeddings [b, t, d] with image placeholders replaced by image features.
 
     As in transformers, placeholders are filled in reading order over the whole batch: the first
     lengths[0] image tokens (row-major over [b, t]) get image 0's features, the next lengths[1] image 1's,
-    and so on. One image per row is the common case; packed rows hold several images in order.
+    and so on. One image per row is the common case; packed rows hold several images in order. The image
+    tokens of the batch must number lengths.sum(): the loader checks each example where it builds it
+    (`data.images.check_image_tokens`, an error naming the record), and the clips below only keep the gather
+    in bounds.
     """
     x = self.language_model.embed_tokens(input_ids)
     if image_feats is None:

@@ -1,8 +1,9 @@
 """`insightv-train --dry_run`: compile the real train step ahead of time on a fake mesh, allocate nothing.
 
 Builds the same train state (`state.build_train_state(..., abstract=True)`: model, optimizer state and, for
-DPO against a model, the frozen reference copy) and the same batch (`tasks.Task.abstract_batch`) as the train
-loop, as `jax.ShapeDtypeStruct`s carrying their shardings; lowers and compiles the task's jitted step, and
+DPO against a model, the reference's trained part: the frozen vision tower is the policy's) and the same batch
+(`tasks.Task.abstract_batch`) as the train loop, as `jax.ShapeDtypeStruct`s carrying their shardings; lowers and
+compiles the task's jitted step, and
 prints per-device memory (`memory_analysis()`, and the state's share of it by part: params, opt_state,
 ref_params) and FLOPs per step (analytic; XLA's own count, which sees a scanned layer once, is printed too).
 Use it to pick a mesh and sequence length for an 8B run before asking for hardware:

@@ -1,7 +1,7 @@
 """Building the train state born sharded: model (random, HF or our params), optimizer state, shardings.
 
     setup = build_train_state(config, model_cfg, mesh, reference_model=task.reference_model(config))
-    setup.state       # {"step": int32 [], "params": ..., "opt_state": ...[, "ref_params": ...]}, on the mesh
+    setup.state       # {"step": int32 [], "params": ..., "opt_state": ...[, "ref_params": trained part]}, on the mesh
     setup.shardings   # the same keys: NamedShardings
     setup.graphdef, setup.tx, setup.trainable
 
@@ -50,9 +50,11 @@ def build_train_state(config, model_cfg: LlavaConfig, mesh, *, reference_model: 
                       abstract: bool = False) -> TrainSetup:
   """The train state of `config` (model, optim) on `mesh`, born sharded.
 
-  reference_model: add "ref_params", a frozen copy of the starting params (DPO against the round's starting
-  policy; checkpointed with the run). abstract: ShapeDtypeStructs only (the dry run); the model is not
-  loaded from config.model.init then, only shaped by `model_cfg`.
+  reference_model: add "ref_params", a frozen copy of the starting params' trained part (DPO against the
+  round's starting policy; checkpointed with the run): the frozen parameters (config.optim.freeze, e.g. the
+  vision tower) never change, so the reference takes them from "params" (`reference_params`).
+  abstract: ShapeDtypeStructs only (the dry run); the model is not loaded from config.model.init then, only
+  shaped by `model_cfg`.
   """
   if abstract:
     graphdef, abs_state = nnx.split(abstract_model(model_cfg))
@@ -76,10 +78,38 @@ def build_train_state(config, model_cfg: LlavaConfig, mesh, *, reference_model: 
     step = zeros_step(mesh)
   state = {"step": step, "params": params, "opt_state": opt_state}
   shardings = {"step": repl, "params": param_shardings, "opt_state": opt_shardings}
-  if reference_model:
-    state["ref_params"] = params if abstract else jax.tree.map(lambda x: x.copy(), params)
-    shardings["ref_params"] = param_shardings
+  if reference_model:  # only what is trained: the frozen rest is identical in "params" (`reference_params`)
+    ref = trained_part(params, trainable)
+    state["ref_params"] = ref if abstract else jax.tree.map(lambda x: x.copy(), ref)
+    shardings["ref_params"] = trained_part(param_shardings, trainable)
   return TrainSetup(graphdef=graphdef, state=state, shardings=shardings, tx=tx, trainable=trainable)
+
+
+def trained_part(params, trainable):
+  """The leaves of a nested-dict pytree (params, or anything shaped like them) whose `trainable` flag is True;
+  frozen leaves and the subtrees they empty are dropped. E.g. with the vision tower frozen: every key of
+  params but "vision_tower"."""
+  def keep(p, t):
+    if not isinstance(p, dict):
+      return p if t else None
+    kept = {k: keep(v, t[k]) for k, v in p.items()}
+    return {k: v for k, v in kept.items() if v is not None} or None
+  return keep(params, trainable) or {}
+
+
+def reference_params(ref_params, params):
+  """The full reference model: `ref_params` (a `trained_part`) with every leaf it lacks taken, gradient
+  stopped, from `params` (frozen, so identical in both)."""
+  if not isinstance(params, dict):
+    return ref_params
+  frozen = lambda tree: jax.tree.map(jax.lax.stop_gradient, tree)
+  return {k: reference_params(ref_params[k], v) if k in ref_params else frozen(v) for k, v in params.items()}
+
+
+def shares_tower(ref_params) -> bool:
+  """Whether a reference built by `trained_part` takes the whole vision tower from the policy (it is frozen),
+  so the tower's output for a batch is the same for both and runs once."""
+  return "vision_tower" not in ref_params
 
 
 def model_config(cfg, tokenizer=None) -> LlavaConfig:

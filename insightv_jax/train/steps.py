@@ -5,9 +5,9 @@ sum runs over (target tokens for SFT, pairs for DPO); the step divides summed gr
 count, so accumulating A micro-batches gives exactly the gradient of the full batch.
 
 State: {"step": int32 [], "params": pure dict of arrays, "opt_state": optax state} and, for DPO against a
-frozen reference model, "ref_params" (train/state.py builds it). Batches (insightv_jax/data/batches.py):
-`SftBatch`, and for DPO either pair layout, `DpoBatch` (two rows per pair) or `SharedDpoBatch` (one
-`[prompt | chosen | rejected]` row per pair, or several packed), with the same log-probs.
+frozen reference model, "ref_params": its trained parameters only (train/state.py builds it). Batches
+(insightv_jax/data/batches.py): `SftBatch`, and for DPO either pair layout, `DpoBatch` (two rows per pair) or
+`SharedDpoBatch` (one `[prompt | chosen | rejected]` row per pair, or several packed), with the same log-probs.
 `compile_train_step` jits a step with its shardings and compiles it ahead of time; the train loop and the dry
 run both use it.
 """
@@ -25,6 +25,7 @@ from insightv_jax import sharding
 from insightv_jax.data import shared_pairs
 from insightv_jax.data.batches import PairBatch, SftBatch, SharedDpoBatch
 from insightv_jax.train import losses
+from insightv_jax.train import state as state_lib
 
 
 def sft_loss(graphdef, params, batch: SftBatch, *, chunk: int = 512):
@@ -36,19 +37,21 @@ def sft_loss(graphdef, params, batch: SftBatch, *, chunk: int = 512):
   return nll.sum(), {"count": weights.sum()}
 
 
-def pair_logprobs(graphdef, params, batch: PairBatch, *, chunk: int = 512):
+def pair_logprobs(graphdef, params, batch: PairBatch, *, chunk: int = 512, tower_features=None):
   """Chosen and rejected sequence log-probs of every pair, images encoded once.
 
   Returns (logps [2P], token counts [2P]) with the P chosen first: P = B for `DpoBatch` (ONE forward over
   [chosen; rejected] rows), B * K for `SharedDpoBatch` (one forward over the shared rows; empty pair slots
-  have count 0).
+  have count 0). tower_features [I * n, s, dv]: the vision tower's output for batch.pixel_values
+  (`LlavaNext.encode_tiles`) when already computed: the tower is then not run (the DPO reference of a frozen
+  tower reuses the policy's).
   """
-  if isinstance(batch, SharedDpoBatch):
-    return shared_pair_logprobs(graphdef, params, batch, chunk=chunk)
   model = nnx.merge(graphdef, params)
   feats = None
   if batch.pixel_values is not None:
-    feats = model.image_features(batch.pixel_values, batch.image_sizes)
+    feats = model.image_features(batch.pixel_values, batch.image_sizes, tower_features=tower_features)
+  if isinstance(batch, SharedDpoBatch):
+    return _shared_pair_logprobs(model, batch, feats, chunk)
   rows = jax.tree.map(lambda c, r: jnp.concatenate([c, r], axis=0), batch.chosen, batch.rejected)  # [2B, T]
   x = jnp.concatenate([model.embed(batch.chosen.input_ids, feats),
                        model.embed(batch.rejected.input_ids, feats)], axis=0)
@@ -56,13 +59,11 @@ def pair_logprobs(graphdef, params, batch: PairBatch, *, chunk: int = 512):
   return losses.sequence_logprobs(h, model.logits, rows.input_ids, rows.loss_mask, rows.segment_ids, chunk)
 
 
-def shared_pair_logprobs(graphdef, params, batch: SharedDpoBatch, *, chunk: int = 512):
+def _shared_pair_logprobs(model, batch: SharedDpoBatch, feats, chunk: int):
   """`pair_logprobs` of shared-prompt rows: one forward in which each prompt runs once and each reply sees
   only the prompt and itself (`branches`), then per-pair sums per branch -> (logps [2P], counts [2P])."""
-  model = nnx.merge(graphdef, params)
   t = batch.tokens
-  h, _ = model.hidden_states(t.input_ids, batch.pixel_values, batch.image_sizes, segment_ids=t.segment_ids,
-                             positions=t.positions, branches=batch.branches)
+  h, _ = model.language_model(model.embed(t.input_ids, feats), t.segment_ids, t.positions, branches=batch.branches)
   labels, weights = losses.next_token_targets(t.input_ids, t.loss_mask, t.segment_ids)
   lp = losses.token_logprobs(h, model.logits, labels, chunk, weights > 0) * weights  # [B, T]
   sums = lambda x, branch: losses.pair_sums(x, t.segment_ids, batch.branches, batch.pairs_per_row, branch)
@@ -73,11 +74,19 @@ def shared_pair_logprobs(graphdef, params, batch: SharedDpoBatch, *, chunk: int 
 def dpo_loss(graphdef, params, batch: PairBatch, *, beta: float, loss_type: str = "sigmoid",
              label_smoothing: float = 0.0, sft_weight: float = 0.0, chunk: int = 512, ref_params=None):
   """DPO on a batch of pairs; reference log-probs from `ref_params` if given, else batch.ref_logps ([B, 2], or
-  [B, K, 2] for shared-prompt rows)."""
-  logp, count = pair_logprobs(graphdef, params, batch, chunk=chunk)
+  [B, K, 2] for shared-prompt rows).
+
+  ref_params: the reference's trained parameters (`state.trained_part`); what it lacks is frozen, so identical
+  in `params` and taken from there. Without "vision_tower" (the tower frozen) the tower runs once, for both.
+  """
+  tower = None
+  if ref_params is not None and batch.pixel_values is not None and state_lib.shares_tower(ref_params):
+    tower = nnx.merge(graphdef, params).encode_tiles(batch.pixel_values)  # frozen: the same for the reference
+  logp, count = pair_logprobs(graphdef, params, batch, chunk=chunk, tower_features=tower)
   b = logp.shape[0] // 2
   if ref_params is not None:
-    ref_logp, _ = pair_logprobs(graphdef, ref_params, batch, chunk=chunk)
+    ref_logp, _ = pair_logprobs(graphdef, state_lib.reference_params(ref_params, params), batch, chunk=chunk,
+                                tower_features=None if tower is None else jax.lax.stop_gradient(tower))
     ref_logp = jax.lax.stop_gradient(ref_logp)
     ref_c, ref_r = ref_logp[:b], ref_logp[b:]
   else:
