@@ -15,7 +15,8 @@ def saved(tmp_path_factory, tiny_cfg):
   root = tmp_path_factory.mktemp("layouts")
   model = LlavaNext(tiny_cfg, rngs=nnx.Rngs(0))
   for layout in LAYOUTS:
-    save_model(model, str(root / layout), layout=layout)
+    save_model(model, str(root / layout), layout=layout,
+               **({"vision_tower": "/models/tiny-tower"} if layout == "llava" else {}))  # the tower is no preset
   return model, root
 
 

@@ -4,6 +4,10 @@
     model = load_model("hf:/ckpts/llama3-llava-next-8b-hf", dtype="bfloat16", mesh=mesh)
     model = load_model("llava:/ckpts/llama3-llava-next-8b")      # the original LLaVA-NeXT / Insight-V layout
     save_model(model, "/runs/export", layout="params")
+
+What a folder records besides its weights (chat template, prompt preset, an original release's config.json, the
+tower's name) is `model_card.py`'s file, insightv.json; the tokenizer and the other serving files are written by
+`insightv_jax.data.model_files`.
 """
 
 from insightv_jax.checkpoints.convert import convert

@@ -25,7 +25,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from insightv_jax import sharding
-from insightv_jax.checkpoints import hf_names
+from insightv_jax.checkpoints import hf_names, model_card
 from insightv_jax.checkpoints.safetensors_io import open_checkpoint, write_checkpoint
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.model.llava import LlavaNext, abstract_model
@@ -151,17 +151,18 @@ def _array_from_views(views, *, stacked: bool, shape, dtype, out_sharding) -> ja
   return jax.make_array_from_callback(tuple(shape), out_sharding, fetch)
 
 
-def save(model: LlavaNext, path: str, *, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> None:
+def save(model: LlavaNext, path: str, *, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30,
+         token_ids: dict | None = None) -> None:
   """Writes config.json + safetensors shards in the llava-hf layout that `transformers` loads.
 
-  dtype: on-disk dtype (default: the parameters' own). Every process must call this (parameters are
-  gathered collectively); only process 0 writes.
+  dtype: on-disk dtype (default: the parameters' own). token_ids: bos / eos / pad ids for text_config. Every
+  process must call this (parameters are gathered collectively); only process 0 writes.
   """
   cfg: LlavaConfig = model.cfg
   stored = save_tensors(model, path, naming=hf_names.HF_NAMING, dtype=dtype, max_shard_bytes=max_shard_bytes)
   if stored is None:
     return
-  hf_cfg = cfg.to_hf()
+  hf_cfg = model_card.with_token_ids(cfg.to_hf(), token_ids)
   hf_cfg["dtype"] = stored
   if cfg.vision.model_type == "siglip_vision_model":
     hf_cfg["vision_config"]["vision_use_head"] = False

@@ -126,17 +126,20 @@ def load(path: str, cfg: LlavaConfig, mesh: jax.sharding.Mesh, *, strict: bool =
 
 
 def save(model: LlavaNext, path: str, *, dtype: str | None = None, max_shard_bytes: int = 5 * 2**30,
-         base_config: Mapping[str, Any] | None = None) -> None:
+         base_config: Mapping[str, Any] | None = None, vision_tower: str | None = None,
+         token_ids: Mapping[str, Any] | None = None) -> None:
   """Writes config.json + safetensors in the original layout (every process calls this; process 0 writes).
 
-  dtype: on-disk dtype (default: the parameters' own). base_config: the config.json of the original checkpoint
-  the model came from; its other fields are kept (see `config_to_original`).
+  dtype: on-disk dtype (default: the parameters' own). base_config: the config.json of the original release the
+  model came from (a params folder keeps it in its model card); its other fields are written back (see
+  `config_to_original`). vision_tower: the tower's name when base_config has none. token_ids: bos / eos / pad ids.
   """
   stored = llava_hf.save_tensors(model, path, naming=NAMING, dtype=dtype, max_shard_bytes=max_shard_bytes)
   if stored is None:
     return
+  out = config_to_original(model.cfg, dtype=stored, base=base_config, vision_tower=vision_tower)
   with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config_to_original(model.cfg, dtype=stored, base=base_config), f, indent=2)
+    json.dump({**out, **(token_ids or {})}, f, indent=2)
 
 
 # ------------------------------------------------------------------------------------------------ config mapping
@@ -187,13 +190,15 @@ def config_from_original(d: Mapping[str, Any], *, vision_config: Mapping[str, An
   return LlavaConfig.from_hf(hf, **runtime)
 
 
-def config_to_original(cfg: LlavaConfig, *, dtype: str = "float32", base: Mapping[str, Any] | None = None
-                       ) -> dict[str, Any]:
+def config_to_original(cfg: LlavaConfig, *, dtype: str = "float32", base: Mapping[str, Any] | None = None,
+                       vision_tower: str | None = None) -> dict[str, Any]:
   """`LlavaConfig` -> an original config.json dict that `config_from_original` reads back to the same model.
 
   base: the config.json of the original checkpoint the model was read from. Its other fields (tokenizer
-  settings, training flags, ...) are kept, and so is its spelling of fields that do not change the model: the
-  tower's name, and a SigLIP tower's select fields. A tower that is no preset is written under "vision_config".
+  settings, bos / eos ids, training flags, ...) are kept, and so is its spelling of fields that do not change the
+  model: the tower's name, and a SigLIP tower's select fields. A tower that is no preset is written under
+  "vision_config". mm_vision_tower, the name LLaVA-NeXT's builder loads the tower by: base's, else vision_tower,
+  else the preset's name; else a ConfigError (a model_type such as "clip_vision_model" names no tower).
   """
   model_type = {text: orig for orig, text in ORIGINAL_MODEL_TYPES.items()}[cfg.text.model_type]
   if cfg.projector_hidden_act != "gelu" or not cfg.multimodal_projector_bias:
@@ -224,13 +229,18 @@ def config_to_original(cfg: LlavaConfig, *, dtype: str = "float32", base: Mappin
     select = {"mm_vision_select_layer": cfg.vision_feature_layer,
               "mm_vision_select_feature": strategy_to_feature[cfg.vision_feature_select_strategy]}
   preset = next((name for name, p in VISION_TOWER_PRESETS.items() if p == tower), None)
+  name = (base or {}).get("mm_vision_tower") or vision_tower or preset
+  if not name:
+    raise ConfigError("mm_vision_tower: the model's vision tower is no preset and nothing names it (no original "
+                      "config.json in its model card, no vision_config _name_or_path); pass vision_tower= "
+                      "(insightv-convert --vision_tower=<hub id or folder of the tower>)")
   out = {
       "architectures": [ARCHITECTURES[model_type]],
       "model_type": model_type,
       **text,
       "torch_dtype": dtype,
       "use_cache": True,
-      "mm_vision_tower": preset or tower["model_type"],
+      "mm_vision_tower": name,
       "mm_hidden_size": cfg.vision.hidden_size,
       "mm_projector_type": "mlp2x_gelu",
       **select,
@@ -316,8 +326,10 @@ def _tower(d: Mapping[str, Any], vision_config, where: str) -> dict[str, Any]:
   for preset, fields in VISION_TOWER_PRESETS.items():
     if name.rstrip("/").split("/")[-1] == preset.split("/")[-1]:
       return dict(fields)
-  raise ConfigError(f"{where}: mm_vision_tower={name!r} is not a known tower ({sorted(VISION_TOWER_PRESETS)}); pass "
-                    "vision_config= (a dict, or the path of the tower's CLIP / SigLIP config.json)")
+  raise ConfigError(f"{where}: mm_vision_tower={name!r} is not a known tower ({sorted(VISION_TOWER_PRESETS)}) and "
+                    "no config.json describes it: give the tower's CLIP / SigLIP config.json as insightv-convert "
+                    "--vision_config=<file> (vision_config= in Python; convert such a folder once and use the "
+                    "params folder it writes)")
 
 
 def _expect(d: Mapping[str, Any], key: str, want: str, where: str, why: str) -> None:

@@ -1,7 +1,9 @@
 """The "params" checkpoint layout: params-only Orbax folders, the hand-off between stages (SFT -> DPO -> eval).
 
 Layout of a params folder:
-    DIR/config.json     the llava-hf model config (the dict the "hf" layout writes)
+    DIR/config.json     the llava-hf model config (the dict the "hf" layout writes), with the tokenizer's bos / eos /
+                        pad ids in text_config when the writer knows them
+    DIR/insightv.json   template, prompt preset, original release config (checkpoints/model_card.py; optional)
     DIR/params/         an Orbax StandardCheckpointer tree of the model's `nnx.Param` state
 
 Restoring builds the abstract model from config.json, gives every leaf its target sharding on the
@@ -19,6 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from insightv_jax import sharding
+from insightv_jax.checkpoints import model_card
 from insightv_jax.model.config import LlavaConfig
 from insightv_jax.model.llava import LlavaNext, abstract_model
 
@@ -27,10 +30,11 @@ def is_layout(path: str) -> bool:
   return os.path.exists(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "params"))
 
 
-def save(model: LlavaNext, path: str, *, dtype: str | None = None) -> None:
+def save(model: LlavaNext, path: str, *, dtype: str | None = None, token_ids: dict | None = None) -> None:
   """Writes config.json + params/ (all processes call this; Orbax coordinates multi-host writes).
 
-  dtype: stored dtype (default: the parameters' own).
+  dtype: stored dtype (default: the parameters' own). token_ids: bos_token_id / eos_token_id / pad_token_id for
+  config.json's text_config (they travel to the next layout).
   """
   path = os.path.abspath(path)
   params = nnx.state(model, nnx.Param)
@@ -42,7 +46,7 @@ def save(model: LlavaNext, path: str, *, dtype: str | None = None) -> None:
     ckptr.wait_until_finished()
   if jax.process_index() == 0:
     with open(os.path.join(path, "config.json"), "w") as f:
-      json.dump(model.cfg.to_hf(), f, indent=2)
+      json.dump(model_card.with_token_ids(model.cfg.to_hf(), token_ids), f, indent=2)
 
 
 def read_config(path: str, **runtime) -> LlavaConfig:

@@ -11,13 +11,15 @@ A model spec is "<layout>:<folder>" or a bare folder. Layouts (one module each):
     llava    original LLaVA-NeXT / Insight-V safetensors (LlavaLlama/QwenForCausalLM)           llava_original.py
 Every layout reads its config into a `LlavaConfig` and loads straight into the shardings of
 `sharding.RULES` on the given mesh (default: the first device). Detection reads config.json: `model_type`
-llava_next (hf, with safetensors; params, with params/) vs llava_llama / llava_qwen (llava); the "hf:" and
-"llava:" prefixes accept either safetensors layout (model.init=hf:<folder> of an original checkpoint works).
+llava_next (hf, with safetensors; params, with params/) vs llava_llama / llava_qwen (llava). Deprecated, for
+one release: "hf:" on an original-layout folder (and "llava:" on a llava-hf one) still reads the folder in its
+own layout, with a warning that names the right prefix; a bare folder is always detected.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Callable
 
@@ -58,18 +60,23 @@ LAYOUTS: dict[str, Layout] = {
 
 # "hf:" and "llava:" both name Hugging Face-style safetensors folders; config.json's model_type says which one.
 SAFETENSORS_LAYOUTS = ("hf", "llava")
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # specs already warned about (a job parses its spec several times)
 
 
 def parse_spec(spec: str) -> tuple[Layout, str]:
   """'<layout>:<folder>' or a bare folder (layout detected) -> (layout, folder).
 
-  'hf:' and 'llava:' accept either safetensors layout: a folder detected as the other one is read as that one.
+  'hf:' and 'llava:' accept either safetensors layout: a folder detected as the other one is read as that one,
+  with a deprecation warning naming the right prefix (this reading goes in the next release).
   """
   name, sep, rest = spec.partition(":")
   if sep and name in LAYOUTS:
     if name in SAFETENSORS_LAYOUTS:
       detected = [n for n in SAFETENSORS_LAYOUTS if LAYOUTS[n].detect(rest)]
-      name = detected[0] if detected else name
+      if detected and detected[0] != name:
+        _warn_prefix(spec, name, detected[0], rest)
+        name = detected[0]
     return LAYOUTS[name], rest
   folder = os.path.expanduser(spec)
   if not os.path.isdir(folder):
@@ -80,6 +87,15 @@ def parse_spec(spec: str) -> tuple[Layout, str]:
       return layout, folder
   raise ValueError(f"model {spec!r}: the folder matches no checkpoint layout: "
                    + "; ".join(f"'{n}:' = {lay.description}" for n, lay in LAYOUTS.items()))
+
+
+def _warn_prefix(spec: str, given: str, detected: str, folder: str) -> None:
+  if spec in _WARNED:
+    return
+  _WARNED.add(spec)
+  log.warning("%r: %s is a %s folder (%s), read as '%s:%s'. Deprecated: '%s:' will stop reading %s folders in the "
+              "next release; write '%s:%s' (or the bare folder)", spec, folder, LAYOUTS[detected].description,
+              "config.json model_type", detected, folder, given, detected, detected, folder)
 
 
 def read_config(spec: str, *, vision_config=None, **runtime) -> LlavaConfig:

@@ -90,6 +90,16 @@ def add_image_token(tokenizer) -> int:
   return int(tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER))
 
 
+def add_model_tokens(tokenizer) -> int:
+  """Adds what our pipeline needs as single tokens, if missing: `<image>` first (an original release's tokenizer is
+  as long as its embedding table, so `<image>` gets the id the original layout assumes, the vocabulary size), then
+  the agents' `<thoughts>` / `<output>` tags. Returns `<image>`'s id; grow the model to `len(tokenizer)`.
+  """
+  image_id = add_image_token(tokenizer)
+  add_agent_tokens(tokenizer)
+  return image_id
+
+
 def fit_model_config(cfg, tokenizer):
   """The model config with `<image>`'s id as image_token_index and a vocabulary that covers the tokenizer."""
   import dataclasses

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import jax
 
-from insightv_jax.checkpoints import CheckpointMismatchError, load_model, save_model
+from insightv_jax.checkpoints import LAYOUTS, CheckpointMismatchError, load_model, save_model
 from insightv_jax.model.llava import LlavaNext
 
 __all__ = ["load_llava_next", "save_llava_next", "save_llava_original", "CheckpointMismatchError"]
@@ -25,13 +25,13 @@ def load_llava_next(path: str, dtype: str = "float32", *, param_dtype: str | Non
                     strict: bool = True, vision_config=None) -> LlavaNext:
   """A llava-hf or original LLaVA-NeXT checkpoint folder -> `LlavaNext` sharded on `mesh` (default: first device).
 
-  The layout is read from config.json's model_type: llava_next (llava-hf) or llava_llama / llava_qwen (original);
-  the registry's "hf:" spec accepts both.
+  The layout is read from config.json's model_type: llava_llama / llava_qwen (original), else llava-hf.
   strict: tensors that match no parameter are an error (False: skip them with a warning).
   vision_config: original layout only, when its vision tower is no preset: the tower's config (a dict, or the
   path of its CLIP / SigLIP config.json).
   """
-  return load_model(f"hf:{path}", dtype, param_dtype=param_dtype, mesh=mesh, scan_layers=scan_layers, remat=remat,
+  layout = "llava" if LAYOUTS["llava"].detect(path) else "hf"
+  return load_model(f"{layout}:{path}", dtype, param_dtype=param_dtype, mesh=mesh, scan_layers=scan_layers, remat=remat,
                     strict=strict, vision_config=vision_config)
 
 
@@ -41,10 +41,11 @@ def save_llava_next(model: LlavaNext, path: str, *, dtype: str | None = None, ma
 
 
 def save_llava_original(model: LlavaNext, path: str, *, dtype: str | None = None,
-                        max_shard_bytes: int = 5 * 2**30) -> None:
+                        max_shard_bytes: int = 5 * 2**30, vision_tower: str | None = None) -> None:
   """Writes config.json + safetensors shards in the original LLaVA-NeXT layout (every process calls this).
 
   The original layout has no image token field; the model is written as it is (a vocabulary grown for `<image>`
-  stays grown, and config.json records the id when it is not the vocabulary size).
+  stays grown, and config.json records the id when it is not the vocabulary size). vision_tower: the tower's name
+  (LLaVA-NeXT's mm_vision_tower); needed when the tower is no preset.
   """
-  save_model(model, path, layout="llava", dtype=dtype, max_shard_bytes=max_shard_bytes)
+  save_model(model, path, layout="llava", dtype=dtype, max_shard_bytes=max_shard_bytes, vision_tower=vision_tower)

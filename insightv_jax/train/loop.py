@@ -3,8 +3,9 @@
     train(config, workdir)   # config: configs/sft_reasoning.py, configs/sft_summary.py, configs/dpo.py
 
 Writes into workdir: config.json (resolved), metrics.jsonl (one object per logged step), TensorBoard
-events (tb/), checkpoints/ (train state + data iterator, async, keep-last-K), export/ (params-only,
-the next stage's input). Restarting with the same workdir resumes from the latest checkpoint.
+events (tb/), checkpoints/ (train state + data iterator, async, keep-last-K), export/ (params, tokenizer
+with the chat template, generation_config.json, insightv.json: the next stage's input, a complete model
+folder). Restarting with the same workdir resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import jax
 from absl import logging
 from flax import nnx
 
-from insightv_jax import checkpoints, sharding
-from insightv_jax.data import loader, sources
+from insightv_jax import sharding
+from insightv_jax.data import loader, model_files, sources
 from insightv_jax.data.tokenizer import load_tokenizer
 from insightv_jax.train import flops, optim, steps, tasks
 from insightv_jax.train import state as state_lib
@@ -52,6 +53,7 @@ def maybe_initialize_distributed(cfg):
 def train(config, workdir: str) -> dict:
   # ------------------------------------------------------------------------------------------- setup
   maybe_initialize_distributed(config.distributed)
+  model_files.apply_recorded_defaults(config)  # template / prompts "" -> what the model.init folder records
   os.makedirs(workdir, exist_ok=True)
   if is_primary():
     with atomic_write(os.path.join(workdir, "config.json")) as f:
@@ -147,5 +149,8 @@ def train(config, workdir: str) -> dict:
 
   # --------------------------------------------------------------------------------- params export
   if config.export_params and stop["signal"] is None:
-    checkpoints.save_model(nnx.merge(graphdef, state["params"]), os.path.join(workdir, "export"), layout="params")
+    # a complete folder: params, tokenizer + chat template, generation_config.json, insightv.json (data/model_files.py)
+    model_files.save_complete(nnx.merge(graphdef, state["params"]), os.path.join(workdir, "export"), tokenizer,
+                              layout="params", template=config.data.template, prompts=config.data.get("prompts"),
+                              source=config.model.init)
   return {k: float(v) for k, v in jax.device_get(metrics).items()} if metrics else {}
