@@ -1,12 +1,17 @@
-"""DPO train-step throughput: our jitted step with shared-prompt rows vs TRL's `DPOTrainer`, and vs our unshared rows.
+"""DPO train-step throughput: our jitted step with shared-prompt rows vs TRL's `DPOTrainer`, vs our unshared rows,
+and vs our step on precomputed reference log-probs (no reference forward).
 
 Same model (benchmarks/common.py: the ~30M-parameter LLaVA-NeXT, built once by transformers and saved, so both
 sides start from the same weights), same pairs: PAIRS pairs, each a 600x600 image (5 AnyRes tiles) inside a
 prompt, then a 256-token chosen and a 256-token rejected reply; sigmoid DPO, beta 0.1, against a frozen reference
-model (its forward is part of every step on all sides), AdamW, fp32 on CPU, every parameter trained.
+model (its forward is part of every step on all sides but "ours precomputed"), AdamW, fp32 on CPU, every parameter trained.
 
     ours shared     one row per pair: [prompt | chosen | rejected] (`SharedDpoBatch`): the prompt runs once
     ours unshared   two rows per pair: [prompt | chosen], [prompt | rejected] (`DpoBatch`), the image encoded once
+    ours precomputed  the shared rows with the reference log-probs in the batch (`ref_logps`, as
+                    insightv_jax/train/reference.py writes them into the records): no reference model in the state,
+                    no reference forward in the step (dpo.reference="precomputed"); the log-probs are computed once,
+                    before timing, by the reference params on the same batch
     TRL             `DPOTrainer.training_step` (its own loss code, fused LM head, reference forward) then the
                     optimizer step, on the batch its vision collator would build from these pairs: 2 x PAIRS rows
                     [prompt | reply] and the image once per row (TRL encodes it for chosen and again for rejected)
@@ -17,7 +22,8 @@ fastest step is its number (the median is printed beside it); the ratios printed
 run. Before timing, the chosen / rejected log-probs of the first pair are printed for every side (same weights,
 same tokens: they must agree).
 
-    python benchmarks/dpo_step.py [--steps=4]
+    python benchmarks/dpo_step.py [--steps=4] [--sides=shared,unshared,precomputed,trl]
+    python benchmarks/dpo_step.py --steps=2 --sides=shared,precomputed     # quick: the precomputed-reference ratio
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from benchmarks import common  # noqa: E402
 PAIRS, REPLY, QUESTION = 4, 256, 24  # pairs per step, tokens per reply, question + template tokens after the image
 IMAGE_HW = (600, 600)  # 5 AnyRes tiles on the benchmark model (a 2x2 grid of 336-px tiles + the base tile)
 BETA = 0.1
+SIDES = ("shared", "unshared", "precomputed", "trl")
 
 
 def make_pairs(cfg, seed: int = 0):
@@ -84,7 +91,7 @@ def our_batch(cfg, shared: bool):
                   rejected=loader.layout([[r] for r in rows_r], t, 0)[0], **images)
 
 
-def side_jax(ckpt: str, steps: int, shared: bool) -> dict:
+def side_jax(ckpt: str, steps: int, shared: bool, precomputed: bool = False) -> dict:
   import jax
   import jax.numpy as jnp
   import optax
@@ -101,8 +108,13 @@ def side_jax(ckpt: str, steps: int, shared: bool) -> dict:
   trainable = jax.tree.map(lambda _: True, params)
   loss_fn = lambda g, p, b, ref: steps_lib.dpo_loss(g, p, b, beta=BETA, chunk=256, ref_params=ref)
   step = jax.jit(steps_lib.make_train_step(graphdef, loss_fn, tx, trainable), donate_argnums=0)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-           "ref_params": jax.tree.map(jnp.copy, params)}
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+  if precomputed:  # the reference's log-probs travel with the batch ([B, K, 2] shared, [B, 2] unshared)
+    b = logp.shape[0] // 2
+    ref = jnp.stack([logp[:b], logp[b:]], axis=-1)
+    batch = batch.replace(ref_logps=ref.reshape((-1, 1, 2) if shared else (-1, 2)))
+  else:
+    state["ref_params"] = jax.tree.map(jnp.copy, params)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
@@ -116,7 +128,8 @@ def side_jax(ckpt: str, steps: int, shared: bool) -> dict:
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t0)
   rows = batch.tokens.input_ids.shape if shared else (2 * PAIRS, batch.chosen.input_ids.shape[1])
-  return {"side": "shared" if shared else "unshared", "times": times, "compile_s": compile_s,
+  name = "precomputed" if precomputed else "shared" if shared else "unshared"
+  return {"side": name, "times": times, "compile_s": compile_s,
           "loss": float(metrics["loss"]), "logp_first_pair": [float(logp[0]), float(logp[PAIRS])],
           "rows": list(rows), "peak_rss_mib": common.peak_rss_mib()}
 
@@ -183,7 +196,8 @@ def side_trl(ckpt: str, steps: int) -> dict:
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--side", choices=["shared", "unshared", "trl"])
+  ap.add_argument("--side", choices=SIDES)
+  ap.add_argument("--sides", default=",".join(SIDES), help="comma-separated sides to run (default: all)")
   ap.add_argument("--ckpt")
   ap.add_argument("--steps", type=int, default=4)
   args = ap.parse_args()
@@ -191,8 +205,13 @@ def main():
     if args.side == "trl":
       print(json.dumps(side_trl(args.ckpt, args.steps)))
     else:
-      print(json.dumps(side_jax(args.ckpt, args.steps, shared=args.side == "shared")))
+      print(json.dumps(side_jax(args.ckpt, args.steps, shared=args.side != "unshared",
+                                precomputed=args.side == "precomputed")))
     return
+  sides = [s for s in args.sides.split(",") if s]
+  unknown = sorted(set(sides) - set(SIDES))
+  if unknown:
+    ap.error(f"--sides: unknown {unknown}; choose from {SIDES}")
 
   import torch
   from transformers import LlavaNextForConditionalGeneration
@@ -201,7 +220,7 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     LlavaNextForConditionalGeneration(common.hf_torch_config()).save_pretrained(tmp)
     extra = [f"--ckpt={tmp}", f"--steps={args.steps}"]
-    for side in ("shared", "unshared", "trl"):
+    for side in sides:
       try:
         results[side] = common.run_side(__file__, side, extra)
       except RuntimeError as e:
@@ -209,22 +228,29 @@ def main():
           raise
         trl_error = str(e).strip().splitlines()[-1]
   print(f"{PAIRS} pairs/step, a {IMAGE_HW[0]}x{IMAGE_HW[1]} image (5 tiles) in each prompt, {REPLY}-token replies, "
-        f"sigmoid DPO with a reference model, fp32 CPU ({os.cpu_count()} cores, load average "
+        f"sigmoid DPO against a reference, fp32 CPU ({os.cpu_count()} cores, load average "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
-  names = {"shared": "ours, shared prompt", "unshared": "ours, unshared", "trl": "TRL DPOTrainer"}
+  names = {"shared": "ours, shared prompt", "unshared": "ours, unshared", "precomputed": "ours, precomputed ref",
+           "trl": "TRL DPOTrainer"}
   for side, r in results.items():
     r["step_s"], r["median_s"] = min(r["times"]), float(np.median(r["times"]))
     print(f"{names[side]:22s} {PAIRS / r['step_s']:7.3f} pairs/s  {r['step_s']:6.2f} s/step "
           f"(median {r['median_s']:6.2f})  rows {r['rows']}  "
           f"peak RSS {r['peak_rss_mib']:6.0f} MiB  logp(pair 0: chosen, rejected) "
           f"{r['logp_first_pair'][0]:.3f}, {r['logp_first_pair'][1]:.3f}")
+  ratio = lambda fast, slow: results[slow]["step_s"] / results[fast]["step_s"]
   if trl_error:
     print(f"TRL could not run this model on CPU: {trl_error}")
-  else:
+  elif "trl" in results:
     print(f"TRL {results['trl']['trl']} (torch {results['trl']['torch']})")
-    print(f"ratio ours shared / TRL: {results['trl']['step_s'] / results['shared']['step_s']:.2f}x (goal >= 1.6x)")
-    print(f"ratio ours unshared / TRL: {results['trl']['step_s'] / results['unshared']['step_s']:.2f}x")
-  print(f"ratio ours shared / ours unshared: {results['unshared']['step_s'] / results['shared']['step_s']:.2f}x")
+    for side in ("shared", "unshared", "precomputed"):
+      if side in results:
+        print(f"ratio {names[side]} / TRL: {ratio(side, 'trl'):.2f}x" + (" (goal >= 1.6x)" if side == "shared" else ""))
+  if {"shared", "unshared"} <= results.keys():
+    print(f"ratio ours shared / ours unshared: {ratio('shared', 'unshared'):.2f}x")
+  if {"shared", "precomputed"} <= results.keys():
+    print(f"ratio ours precomputed ref / ours shared with the reference model: {ratio('precomputed', 'shared'):.2f}x "
+          "(goal >= 1.25x)")
 
 
 if __name__ == "__main__":

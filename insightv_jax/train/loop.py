@@ -80,6 +80,7 @@ def train(config, workdir: str) -> dict:
   setup = state_lib.build_train_state(config, model_cfg, mesh, reference_model=task.reference_model(config))
   n_params, n_train = setup.param_counts()
   logging.info("parameters: %.2fM (%.2fM trained)", n_params / 1e6, n_train / 1e6)
+  task.check_data(config, source, tokenizer, setup.state["params"])  # e.g. DPO precomputed refs: ref_hash
   graphdef, state, state_shardings = setup.graphdef, setup.state, setup.shardings
 
   # ------------------------------------------------------------------------------------- update step

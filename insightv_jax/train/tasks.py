@@ -8,6 +8,7 @@
     task.fit_batch(batch, config)                     # a loader batch as the compiled step takes it
     task.trained_tokens(batch)                        # what tokens/s counts (SFT: targets; DPO: chosen targets)
     task.step_flops(config, model_cfg)                # analytic FLOPs of one step, for MFU
+    task.check_data(config, source, tokenizer, params)  # before training: DPO precomputed refs match the run
 
 Adding a task is one `Task(...)` row in TASKS; nothing in loop.py or dry_run.py branches on the task name.
 """
@@ -35,6 +36,9 @@ class Task:
   reference), "model" (a frozen copy of the starting params in the train state) or "precomputed" (the
   batches carry ref_logps). trained_tokens: batch -> trained tokens in it (host-side, for tokens/s).
   flops_rows: sequences of max_len the model runs per batch row (unshared DPO: chosen and rejected).
+  check_data: (config, source, tokenizer, params) -> None, run before the first step on the starting params: raises
+  an InputError naming the record when the data cannot be trained on (DPO with precomputed references: every
+  record's ref_hash must be this run's, train/reference.py).
   """
 
   name: str
@@ -43,6 +47,7 @@ class Task:
   reference: Callable[[object], str]
   trained_tokens: Callable[[Batch], int]
   flops_rows: Callable[[object], int]
+  check_data: Callable[..., None] = lambda config, source, tokenizer, params: None
 
   def reference_model(self, config) -> bool:
     return self.reference(config) == "model"
@@ -63,7 +68,7 @@ class Task:
       return batch.replace(ref_logps=None) if batch.ref_logps is not None else batch
     if batch.ref_logps is None:
       raise ValueError("config.dpo.reference='precomputed' but the DPO records carry no ref_chosen_logp / "
-                       "ref_rejected_logp")
+                       "ref_rejected_logp (check_data checks every record before the first step)")
     return batch
 
   def step_flops(self, config, model_cfg) -> float:
@@ -107,11 +112,20 @@ def _dpo_reference(config) -> str:
   return config.dpo.reference
 
 
+def _dpo_check_data(config, source, tokenizer, params) -> None:
+  """dpo.reference="precomputed": every record's ref_hash is the one this run's reference (its starting params),
+  tokenizer and encoding give (`reference.RefLogpsError` otherwise)."""
+  if _dpo_reference(config) != "precomputed":
+    return
+  from insightv_jax.train import reference  # reference.py builds on this table
+  reference.check_records(config, source, reference.ref_hash(reference.ref_identity(config, tokenizer, params)))
+
+
 TASKS: dict[str, Task] = {
     "sft": Task("sft", lambda config: SftBatch, loss=_sft_loss, reference=lambda config: "none",
                 trained_tokens=lambda batch: int(batch.tokens.loss_mask.sum()), flops_rows=lambda config: 1),
     "dpo": Task("dpo", _dpo_batches, loss=_dpo_loss, reference=_dpo_reference, trained_tokens=_chosen_targets,
-                flops_rows=lambda config: 1 if config.dpo.shared_prompt else 2),
+                flops_rows=lambda config: 1 if config.dpo.shared_prompt else 2, check_data=_dpo_check_data),
 }
 
 

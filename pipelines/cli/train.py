@@ -1,4 +1,5 @@
-"""`insightv-train`: SFT (either agent), DPO or iterative DPO, by config.
+"""`insightv-train`: SFT (either agent), DPO, iterative DPO or DPO reference log-probs (configs/ref_logprobs.py),
+by config.
 
     insightv-train --config=configs/sft_reasoning.py:tiny --workdir=/tmp/run \
         --config.tokenizer=/data/tok --config.data.paths=/data/sft.ar --config.data.image_root=/data
@@ -27,6 +28,9 @@ def job(config, workdir: str):
   if config.get("task") == "dpo_iterative":
     from pipelines.iterative_dpo import run_iterative
     return run_iterative(config, workdir)
+  if config.get("task") == "ref_logprobs":  # configs/ref_logprobs.py: score a DPO file with the reference model
+    from insightv_jax.train.reference import score_reference
+    return score_reference(config, workdir)
   from insightv_jax.train.loop import train
   return train(config, workdir)
 
