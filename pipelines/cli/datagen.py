@@ -16,7 +16,10 @@ def inputs(config) -> dict:
   if config.backend.kind == "openai":
     table.update({"backend.base_url": _inputs.url, "backend.model": _inputs.nonempty})
   elif config.backend.kind == "local":
-    table.update({"backend.model": _inputs.model, "backend.tokenizer": _inputs.tokenizer})
+    table.update({"backend.template": _inputs.template, "backend.model": _inputs.model,
+                  "backend.tokenizer": _inputs.tokenizer,
+                  ("backend.tokenizer", "backend.template", "backend.model"): _inputs.chat_tokenizer})
+  table = {**{f: _inputs.prompts for f in _inputs.present(config, "prompts")}, **table}
   return table
 
 

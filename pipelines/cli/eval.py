@@ -13,9 +13,10 @@ define_job_flags("Eval config file (configs/eval.py).", "Output folder: per-syst
 
 def inputs(config) -> dict:
   """The config fields that name inputs, by kind (pipelines/cli/_inputs.py)."""
-  return {"reasoning_model": _inputs.model, "summary_model": _inputs.optional_model,
-          "baseline_model": _inputs.optional_model, "tokenizer": _inputs.tokenizer,
-          "benchmarks": _inputs.benchmark_files, "image_root": _inputs.optional_dir}
+  return {"template": _inputs.template, "prompts": _inputs.prompts, "reasoning_model": _inputs.model,
+          "summary_model": _inputs.optional_model, "baseline_model": _inputs.optional_model,
+          "tokenizer": _inputs.tokenizer, "benchmarks": _inputs.benchmark_files, "image_root": _inputs.optional_dir,
+          ("tokenizer", "template", "reasoning_model"): _inputs.chat_tokenizer}
 
 
 def job(config, workdir: str):

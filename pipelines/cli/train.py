@@ -38,12 +38,19 @@ def job(config, workdir: str):
 def inputs(config) -> dict:
   """The config fields that name inputs, by kind (pipelines/cli/_inputs.py)."""
   if config.get("task") == "dpo_iterative":
-    return {"start_model": _inputs.model, "train.tokenizer": _inputs.tokenizer,
-            "datagen.questions": _inputs.questions}
+    table = {"train.data.template": _inputs.template, "start_model": _inputs.model,
+             "train.tokenizer": _inputs.tokenizer, "datagen.questions": _inputs.questions,
+             ("train.tokenizer", "train.data.template", "start_model"): _inputs.chat_tokenizer}
+    if config.sampler == "local":  # the chains are sampled with the datagen backend's tokenizer and template
+      table.update({"datagen.backend.template": _inputs.template,
+                    ("datagen.backend.tokenizer", "datagen.backend.template", "start_model"): _inputs.chat_tokenizer})
+    return {**{f: _inputs.prompts for f in _inputs.present(config, "prompts", "train.data.prompts")}, **table}
   if FLAGS.dry_run:  # abstract inputs: no tokenizer, no data
     return {"model.init": _inputs.init_model}
-  return {"tokenizer": _inputs.tokenizer, "model.init": _inputs.init_model, "data.paths": _inputs.data_files,
-          "data.image_root": _inputs.optional_dir}
+  return {"data.template": _inputs.template, **{f: _inputs.prompts for f in _inputs.present(config, "data.prompts")},
+          "tokenizer": _inputs.tokenizer, "model.init": _inputs.init_model, "data.paths": _inputs.data_files,
+          "data.image_root": _inputs.optional_dir,
+          ("tokenizer", "data.template", "model.init"): _inputs.chat_tokenizer}
 
 
 def run():
