@@ -11,7 +11,10 @@
     preprocessor_config.json, processor_config.json, chat_template.jinja
                                                 "hf" only: `LlavaNextProcessor` with our image geometry (pinpoints,
                                                 tile, mean / std, patch size, class-token count, feature strategy),
-                                                so `AutoProcessor` expands `<image>` to as many tokens as we do
+                                                so `AutoProcessor` expands `<image>` to as many tokens as we do.
+                                                Pixels equal ours with transformers' PIL backend (what it uses
+                                                without torchvision; its torchvision backend resizes slightly
+                                                differently)
     insightv.json                               the template and prompt preset (checkpoints/model_card.py)
 
 With no template known (an original release converted without --template), the tokenizer keeps the chat template
@@ -124,7 +127,9 @@ def write(folder: str, tokenizer, cfg: LlavaConfig, *, layout: str, template: st
     tokenizer.chat_template = TEMPLATES[template].jinja
   tokenizer.save_pretrained(folder)
   if layout == "hf":
-    processor(tokenizer, cfg, template).save_pretrained(folder)
+    proc = processor(tokenizer, cfg, template)
+    proc.save_pretrained(folder)  # processor_config.json (transformers 5), chat_template.jinja
+    proc.image_processor.save_pretrained(folder)  # preprocessor_config.json: what transformers 4 (and vLLM on it) read
   with open(os.path.join(folder, "generation_config.json"), "w") as f:
     json.dump(generation_config(tokenizer, template), f, indent=2)
   if template or prompts:
