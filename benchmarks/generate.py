@@ -9,7 +9,10 @@ samples: n samples per prompt, as iterative DPO and the local data-generation ba
   tokens at temperature 1 / top-p 0.95 with one seed per row. Grouped (`generate(..., num_samples=8)`: each
   prompt prefilled once) vs the same prompts repeated 8 times (64 prefills), same program otherwise, same
   process, alternating, best of `--repeats` each. Prints tokens/s both ways, the ratio (goal >= 1.5x) and
-  whether the 64 rows are token-identical (they must be).
+  whether the 64 rows are token-identical (they must be). In the same process it also times the grouped program
+  greedy (temperature 0) and with 1 new token, so that the decode step's cost at 64 rows reads greedy vs sampled:
+  per step = (seconds at 128 new tokens - seconds at 1) / 127 (no row stops: no eos ids). The load average is
+  printed next to the numbers (only same-run ratios compare on a shared machine).
 
     python benchmarks/generate.py [--part=all|vs_torch|samples] [--repeats=2]
 """
@@ -94,9 +97,11 @@ def side_samples(ckpt, repeats):
   seeds = np.arange(PROMPTS * SAMPLES, dtype=np.uint32) * 7919 + 1
   kw = dict(max_new_tokens=NEW, temperature=1.0, top_p=0.95, seed=seeds)
   rep = lambda x: np.repeat(x, SAMPLES, axis=0)
-  runs = {"grouped": lambda: generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, num_samples=SAMPLES,
-                                      **kw),
-          "repeated": lambda: generate(model, rep(ids), jnp.asarray(rep(pv)), jnp.asarray(rep(sizes)), rep(mask), **kw)}
+  grouped = lambda **k: lambda: generate(model, ids, jnp.asarray(pv), jnp.asarray(sizes), mask, num_samples=SAMPLES,
+                                         **{**kw, **k})
+  runs = {"grouped": grouped(),
+          "repeated": lambda: generate(model, rep(ids), jnp.asarray(rep(pv)), jnp.asarray(rep(sizes)), rep(mask), **kw),
+          "greedy": grouped(temperature=0.0), "prefill": grouped(max_new_tokens=1)}
   out = {name: np.asarray(jax.block_until_ready(run())) for name, run in runs.items()}  # compile
   best = {name: float("inf") for name in runs}
   for _ in range(repeats):
@@ -104,7 +109,8 @@ def side_samples(ckpt, repeats):
       t0 = time.perf_counter()
       jax.block_until_ready(run())
       best[name] = min(best[name], time.perf_counter() - t0)
-  return {"side": "samples", "seconds": best, "prompt_len": int(ids.shape[1]),
+  load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+  return {"side": "samples", "seconds": best, "prompt_len": int(ids.shape[1]), "load": load,
           "image_tokens": [int(x) for x in (ids == model.cfg.image_token_index).sum(1)],
           "identical": bool((out["grouped"] == out["repeated"]).all())}
 
@@ -164,6 +170,10 @@ def main():
     print(f"repeated prompts ({SAMPLES}x prefill)     {n / sec['repeated']:8.1f} tokens/s  ({sec['repeated']:.2f} s)")
     print(f"ratio grouped / repeated: {sec['repeated'] / sec['grouped']:.2f}x (goal >= 1.5x); "
           f"rows token-identical: {group['identical']}")
+    step = {k: (sec[k] - sec["prefill"]) / (NEW - 1) * 1e3 for k in ("greedy", "grouped")}
+    print(f"decode step at {PROMPTS * SAMPLES} rows: greedy {step['greedy']:.1f} ms, sampled (T=1.0, top-p 0.95) "
+          f"{step['grouped']:.1f} ms, ratio {step['grouped'] / step['greedy']:.2f}x; prefill + 1 token "
+          f"{sec['prefill']:.2f} s; load average {group['load']}")
 
 
 if __name__ == "__main__":
