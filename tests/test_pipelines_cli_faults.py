@@ -52,6 +52,9 @@ BASE = {
                 "config.world.image_size": "56", "config.chunk_questions": "2",
                 "config.progressive.paths_per_question": "1"},
 }
+# GRPO runs (configs/grpo.py) start from BASE["train"] with these changes: the world's question records
+GRPO = {"config": f"{ROOT}/configs/grpo.py:tiny", "config.data.paths": "{root}/train.jsonl",
+        "config.data.template": "llama3"}
 OPENAI = {"config.backend.kind": "openai", "config.backend.base_url": "{teacher}", "config.backend.model": "teacher",
           "config.backend.max_retries": "2", "config.backend.backoff_s": "0.05", "config.backend.timeout_s": "5"}
 
@@ -235,6 +238,8 @@ def build_material(root: str, tiny_cfg) -> dict:
   m["bench_no_image"] = _write(f"{root}/bad/bench_no_image.jsonl", lines[0] + "\n" + json.dumps(
       {**json.loads(lines[1]), "images": [{"path": "images/gone.png"}]}) + "\n")
   m["questions_cut"] = _write(f"{root}/bad/questions.jsonl", open(f"{d}/train.jsonl").readline() + "{\"kind\": \"qu")
+  m["questions_no_answer"] = _write(f"{root}/bad/no_answer.jsonl", "".join(
+      json.dumps({k: v for k, v in q.items() if k != "answer"}) + "\n" for q in questions[:2]))
   m["a_file"] = m["sft"]
   return m
 
@@ -410,6 +415,16 @@ CASES = [
          ("--config.model.init", "mm_vision_tower", "--vision_config")),
     Case("train", "resume-over-bad-data", {"config.data.paths": "{ar_random}", "config.optim.total_steps": "4"},
          ("random.ar",), before=_train_first, after=_train_resumes),
+    # insightv-train, task grpo (configs/grpo.py)
+    Case("train", "grpo-question-without-answer", {**GRPO, "config.data.paths": "{questions_no_answer}"},
+         ("no_answer.jsonl:1", "'answer'", "missing")),
+    Case("train", "grpo-reward-unknown", {**GRPO, "config.grpo.rewards": "('answer','nope')",
+                                          "config.grpo.reward_weights": "(1.0,1.0)"},
+         ("--config.grpo.rewards", "unknown reward 'nope'", "format")),
+    Case("train", "grpo-one-generation", {**GRPO, "config.grpo.num_generations": "1"},
+         ("--config.grpo.num_generations=1", "G >= 2")),
+    Case("train", "grpo-summary-without-chains", {**GRPO, "config.grpo.agent": "summary"},
+         ("--config.grpo.agent=summary", "--config.grpo.chain_source")),
     # insightv-convert
     Case("convert", "input-missing", {"input": "{w}/nope"}, ("--input", "nope")),
     Case("convert", "input-wrong-type", {"input": "{a_file}"}, ("--input", "not a folder")),

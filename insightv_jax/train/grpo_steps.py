@@ -18,6 +18,7 @@ from flax import nnx
 
 from insightv_jax.data.group_rows import GroupBatch
 from insightv_jax.train import losses
+from insightv_jax.train import state as state_lib
 
 
 def group_logprobs(graphdef, params, batch: GroupBatch, *, temperature: float = 1.0, chunk: int = 512):
@@ -51,7 +52,8 @@ def grpo_loss_fn(graphdef, params, batch: GroupBatch, ref_params=None, *, loss_t
 
   old_logps: batch.old_logps, or (None) the detached current log-probs. Reference log-probs (beta != 0): from
   ref_params (a frozen reference model) when given, else batch.ref_logps. max_completion_length (dr_grpo):
-  defaults to the batch's reply width L.
+  defaults to the batch's reply width L. ref_params may be the reference's trained part only (`state.trained_part`,
+  as `build_train_state(reference_model=True)` keeps it): what it lacks is frozen and taken from params.
   """
   if beta != 0.0 and ref_params is None and batch.ref_logps is None:
     raise ValueError(f"beta={beta} needs a reference: ref_params, or GroupBatch.ref_logps")
@@ -63,7 +65,8 @@ def grpo_loss_fn(graphdef, params, batch: GroupBatch, ref_params=None, *, loss_t
   ref = None
   if beta != 0.0:
     if ref_params is not None:
-      ref = jax.lax.stop_gradient(group_logprobs(graphdef, ref_params, batch, temperature=temperature, chunk=chunk))
+      ref_full = state_lib.reference_params(ref_params, params)
+      ref = jax.lax.stop_gradient(group_logprobs(graphdef, ref_full, batch, temperature=temperature, chunk=chunk))
     else:
       ref = flat(batch.ref_logps)
   return losses.grpo_sums(logps, old, ref, batch.advantages.reshape(n), batch.reply_mask.reshape(n, L),

@@ -102,6 +102,15 @@ _OPTIONS = {"answer": ("judge",), "format": ("agent", "preset", "min_steps"),
             "length": ("length_budget", "length_interval", "count")}
 
 
+def register_reward(name: str, fn: Callable[..., float | None], options: Sequence[str] = ()) -> None:
+  """Adds reward `name` (fn(question, reply, **options) -> float | None; `options`: the keyword options of
+  `build_rewards` it takes), e.g. a task's own verifier or a test's scripted reward."""
+  if name in REWARDS:
+    raise ValueError(f"reward {name!r} is already registered")
+  REWARDS[name] = fn
+  _OPTIONS[name] = tuple(options)
+
+
 def get_reward(name: str, **options) -> RewardFn:
   """The reward `name` with its options bound (options another reward takes are ignored) -> fn(question, reply)."""
   if name not in REWARDS:

@@ -28,6 +28,9 @@ def job(config, workdir: str):
   if config.get("task") == "dpo_iterative":
     from pipelines.iterative_dpo import run_iterative
     return run_iterative(config, workdir)
+  if config.get("task") == "grpo":  # configs/grpo.py: on-policy RL of either agent (pipelines/grpo.py)
+    from pipelines.grpo import train_grpo
+    return train_grpo(config, workdir)
   if config.get("task") == "ref_logprobs":  # configs/ref_logprobs.py: score a DPO file with the reference model
     from insightv_jax.train.reference import score_reference
     return score_reference(config, workdir)
@@ -45,6 +48,9 @@ def inputs(config) -> dict:
       table.update({"datagen.backend.template": _inputs.template,
                     ("datagen.backend.tokenizer", "datagen.backend.template", "start_model"): _inputs.chat_tokenizer})
     return {**{f: _inputs.prompts for f in _inputs.present(config, "prompts", "train.data.prompts")}, **table}
+  if config.get("task") == "grpo":  # the GRPO fields (G, rewards, agent, chain_source) are checked first
+    from pipelines.grpo import check_config
+    check_config(config)
   if FLAGS.dry_run:  # abstract inputs: no tokenizer, no data
     return {"model.init": _inputs.init_model}
   return {"data.template": _inputs.template, **{f: _inputs.prompts for f in _inputs.present(config, "data.prompts")},

@@ -1,0 +1,238 @@
+"""The GRPO loop (configs/grpo.py), read top to bottom: rollout -> rewards -> advantages -> updates -> repeat.
+
+    train_grpo(config, workdir)   # insightv-train --config=configs/grpo.py:tiny (task "grpo")
+
+It composes the sampler (insightv_jax/infer/rollout.py) and the trainer (insightv_jax/train: state, steps, optim,
+checkpoint, metrics, grpo_steps, losses, rewards), which sit side by side in the library, so it lives here as
+iterative DPO does. The sampler and the trainer share one set of parameters on one mesh: each rollout merges the
+train state's current params into the model it samples from (no copy, no weight sync).
+
+Writes into workdir what the SFT / DPO loop writes: config.json, metrics.jsonl + TensorBoard (tb/) per rollout,
+checkpoints/ (train state + the question stream's position and sampling seed counter, so a kill -9 resumes with
+the metrics an uninterrupted run logs), export/ (the trained model folder).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from insightv_jax import sharding
+from insightv_jax.data import group_rows, model_files, prompts
+from insightv_jax.data.batches import Geometry
+from insightv_jax.data.images import ImageProcessorConfig
+from insightv_jax.data.tokenizer import load_tokenizer
+from insightv_jax.infer import rollout
+from insightv_jax.train import grpo_steps, losses, optim, rewards, steps
+from insightv_jax.train import state as state_lib
+from insightv_jax.train.checkpoint import Checkpointer, is_primary
+from insightv_jax.train.loop import maybe_initialize_distributed
+from insightv_jax.train.metrics import MetricsWriter, Progress
+from insightv_jax.utils.faults import kill_if
+from insightv_jax.utils.files import atomic_write
+from insightv_jax.utils.inputs import InputError
+from pipelines.grpo_questions import QuestionStream, load_image, load_items
+
+
+def check_config(config) -> rewards.Rewards:
+  """The GRPO fields a run cannot start with, as InputErrors naming the flag; -> the run's rewards."""
+  g = config.grpo
+  if g.num_generations < 2:
+    raise InputError(f"--config.grpo.num_generations={g.num_generations}: GRPO compares replies within a group; "
+                     "it needs G >= 2")
+  if g.agent not in rewards.AGENTS:
+    raise InputError(f"--config.grpo.agent={g.agent!r}; expected one of {rewards.AGENTS}")
+  if g.agent == "summary" and not g.chain_source:
+    raise InputError("--config.grpo.agent=summary needs --config.grpo.chain_source: files of summary_sft records "
+                     "or of the reasoning agent's sampled chains (path records, joined with --config.data.paths)")
+  if g.questions_per_step % g.groups_per_row:
+    raise InputError(f"--config.grpo.questions_per_step={g.questions_per_step} is not a multiple of "
+                     f"--config.grpo.groups_per_row={g.groups_per_row}")
+  try:
+    return rewards.build_rewards(list(g.rewards), list(g.reward_weights), agent=g.agent,
+                                 preset=config.data.prompts or "ours", min_steps=g.min_steps,
+                                 length_budget=g.length_budget, length_interval=g.length_interval)
+  except ValueError as e:
+    raise InputError(f"--config.grpo.rewards={list(g.rewards)}: {e}") from e
+
+
+def train_grpo(config, workdir: str) -> dict:
+  # ------------------------------------------------------------------------------------------- setup
+  maybe_initialize_distributed(config.distributed)
+  model_files.apply_recorded_defaults(config)  # template / prompts "" -> what the model.init folder records
+  reward_fns = check_config(config)
+  g = config.grpo
+  G, B = g.num_generations, g.questions_per_step
+  template, preset = config.data.template or "llama3", config.data.prompts or "ours"
+  items = load_items(config)
+  os.makedirs(workdir, exist_ok=True)
+  if is_primary():
+    with atomic_write(os.path.join(workdir, "config.json")) as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  # -------------------------------------------------------------------------------------------- mesh
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  rows = B // g.groups_per_row
+  ways = mesh.shape["data"] * mesh.shape["fsdp"]
+  if rows % (ways * config.optim.accum_steps):
+    raise InputError(f"--config.grpo.questions_per_step={B} gives {rows} group rows, not divisible by mesh data x "
+                     f"fsdp ({ways}) x optim.accum_steps ({config.optim.accum_steps})")
+
+  # ------------------------------------------------------------------------------ model and optimizer
+  tokenizer = load_tokenizer(config.tokenizer)
+  model_cfg = state_lib.model_config(config.model, tokenizer)
+  proc = ImageProcessorConfig.for_model(model_cfg)
+  setup = state_lib.build_train_state(config, model_cfg, mesh, reference_model=g.beta != 0.0)
+  graphdef, state, state_shardings = setup.graphdef, setup.state, setup.shardings
+
+  # ------------------------------------------------------------------------------------- update step
+  loss_fn = functools.partial(
+      grpo_steps.grpo_loss_fn, loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high or None,
+      beta=g.beta, importance_sampling_level=g.importance_sampling_level, temperature=g.temperature,
+      chunk=config.loss_chunk)
+  step_fn = steps.make_train_step(graphdef, loss_fn, setup.tx, setup.trainable, accum_steps=config.optim.accum_steps,
+                                  schedule=optim.lr_schedule(config.optim))
+  del setup
+  geo = Geometry(rows=rows, max_len=config.data.max_len, images_per_row=g.groups_per_row, num_tiles=proc.num_tiles,
+                 tile=proc.tile)
+  abstract_batch = group_rows.GroupBatch.abstract(geo, g.groups_per_row * G, g.max_new_tokens, mesh,
+                                                  old_logps=g.num_iterations > 1)
+  rollout_shardings = jax.tree.map(lambda x: x.sharding, abstract_batch.replace(old_logps=None))
+  t0 = time.time()
+  compiled = steps.compile_train_step(step_fn, state_lib.abstract_like(state, state_shardings), abstract_batch, mesh)
+  logging.info("compiled GRPO step in %.1fs; per-device memory (GiB): %s", time.time() - t0,
+               json.dumps(steps.memory_gib(compiled)))
+  old_logps_fn = jax.jit(functools.partial(grpo_steps.group_logprobs, graphdef, temperature=g.temperature,
+                                           chunk=config.loss_chunk))
+
+  # ---------------------------------------------------------------------------------- init or resume
+  stream = QuestionStream(items, seed=config.data.seed, sample_seed=g.seed)
+  ckpt = Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  start, restored = ckpt.restore_or(state_lib.abstract_like(state, state_shardings), stream)
+  if restored is not None:
+    state = restored
+  writer = MetricsWriter(workdir, resume_step=start, enabled=is_primary())
+  progress = Progress(total=config.optim.total_steps, start=start)
+  role = "summary" if g.agent == "summary" else "reasoning"
+
+  def ask(batch_items):
+    """A rollout of these items from the current params -> (Rollout, questions repeated G times, seconds)."""
+    t = time.time()
+    prompt_list = [rollout.build_prompt(tokenizer, template, preset, role,
+                                        prompts.format_question(it.question.question, it.question.choices),
+                                        it.chain, image=load_image(it.question, config.data.image_root), proc=proc,
+                                        image_token_id=model_cfg.image_token_index) for it in batch_items]
+    out = rollout.sample_groups(nnx.merge(graphdef, state["params"]), tokenizer, template, prompt_list,
+                                num_samples=G, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                top_p=g.top_p, top_k=g.top_k, seeds=stream.seeds(len(batch_items) * G),
+                                prompts_per_call=g.prompts_per_call or B, proc=proc)
+    return out, [it.question for it in batch_items for _ in range(G)], time.time() - t
+
+  stop = {"signal": None}
+  previous = signal.signal(signal.SIGTERM, lambda sig, _: stop.update(signal=sig))
+
+  # ------------------------------------------------------------------------------------- train loop
+  host = {}
+  step = start
+  try:
+    while step < config.optim.total_steps:
+      # rollout -> rewards -> advantages (dynamic sampling: zero-spread groups replaced by fresh questions)
+      out, questions, t_roll = ask(stream.take(B))
+      table, total = reward_fns(questions, out.texts)
+      spread = ~np.isclose(np.nan_to_num(np.asarray(losses.group_std(total, G)), nan=0.0), 0.0)
+      zero_spread = float(1.0 - spread.mean())
+      groups, texts, tables, totals, sampled = out.groups, out.texts, table, total, out.tokens
+      batches = 1  # rollouts of B questions this step (dynamic sampling adds some)
+      if g.dynamic_sampling:
+        keep = [i for i in range(B) if spread[i]]
+        for _ in range(g.max_resamples):
+          if len(keep) >= B:
+            break
+          more, more_q, t_more = ask(stream.take(B))
+          batches += 1
+          t_roll += t_more
+          sampled += more.tokens
+          m_table, m_total = reward_fns(more_q, more.texts)
+          m_spread = ~np.isclose(np.nan_to_num(np.asarray(losses.group_std(m_total, G)), nan=0.0), 0.0)
+          base = len(groups)
+          groups, texts = groups + more.groups, texts + more.texts
+          tables, totals = np.concatenate([tables, m_table]), np.concatenate([totals, m_total])
+          questions = questions + more_q
+          keep += [base + i for i in range(B) if m_spread[i]]
+        chosen = (keep + [i for i in range(len(groups)) if i not in keep])[:B]
+        sel = np.concatenate([np.arange(i * G, (i + 1) * G) for i in chosen])
+        groups = [groups[i] for i in chosen]
+        texts, tables, totals = [texts[i] for i in sel], tables[sel], totals[sel]
+        questions = [questions[i] for i in sel]
+      adv = np.asarray(losses.group_advantages(totals, G, scale=g.scale))
+
+      # group rows -> num_iterations optimizer steps
+      packed = group_rows.pack_groups(groups, rows=rows, max_len=config.data.max_len,
+                                      max_reply_len=g.max_new_tokens, groups_per_row=g.groups_per_row,
+                                      images_per_row=g.groups_per_row, num_tiles=proc.num_tiles, tile=proc.tile,
+                                      pad_id=tokenizer.pad_token_id or 0, image_token_id=model_cfg.image_token_index)
+      local = packed.batch.replace(advantages=packed.to_slots(adv).astype(np.float32))
+      batch = jax.tree.map(jax.make_array_from_process_local_data, rollout_shardings, local)
+      t_train = time.time()
+      if g.num_iterations > 1:  # the sampling policy's log-probs, before the first update
+        with sharding.use_mesh(mesh):
+          old = old_logps_fn(state["params"], batch)
+        batch = batch.replace(old_logps=jax.device_put(old.reshape(batch.reply_mask.shape),
+                                                       abstract_batch.old_logps.sharding))
+      for _ in range(g.num_iterations):
+        state, metrics = compiled(state, batch)
+        step += 1
+      metrics = jax.device_get(metrics)
+      t_train = time.time() - t_train
+      trained = int(local.reply_mask.sum())
+      progress.update(step, trained * g.num_iterations)
+
+      host = {k: float(v) for k, v in metrics.items()}
+      host.update({k: float(v) for k, v in losses.grpo_metrics(metrics).items()})
+      if not math.isfinite(host["loss"]):
+        raise FloatingPointError(f"GRPO loss is {host['loss']} at step {step}; the last good checkpoint (step "
+                                 f"{ckpt.latest_step()}) in {ckpt.directory} is intact")
+      lengths = np.asarray([len(r) for gr in groups for r in gr.replies])
+      host.update(reward_fns.metrics(tables))
+      answer = [i for i, n in enumerate(reward_fns.names) if n == "answer"]
+      host.update(step=step, reward=float(np.nanmean(totals)) if np.isfinite(totals).any() else float("nan"),
+                  reward_std=float(np.nanstd(totals, ddof=1)) if np.isfinite(totals).sum() > 1 else float("nan"),
+                  frac_reward_zero_std=zero_spread, rollout_batches=batches, completion_length=float(lengths.mean()),
+                  completion_length_max=float(lengths.max()),
+                  rollout_tokens_per_sec=sampled / max(t_roll, 1e-9), rollout_sec=t_roll,
+                  train_tokens_per_sec=trained * g.num_iterations / max(t_train, 1e-9), **progress.rates())
+      if answer:
+        host["accuracy"] = host[f"rewards/{reward_fns.names[answer[0]]}/mean"]
+      writer.write(host)
+      logging.info("%s reward=%.3f zero_std=%.2f", progress.line(host), host["reward"], zero_spread)
+      will_save = config.checkpoint.every and step % config.checkpoint.every < g.num_iterations
+      if will_save:
+        ckpt.save(step, state, stream.snapshot())
+      kill_if(config.debug_kill_at, f"step_{step}")
+      if stop["signal"] is not None:
+        logging.warning("SIGTERM: saving step %d before exiting", step)
+        ckpt.save(step, state, stream.snapshot(), force=True)
+        break
+    else:
+      if step > start and ckpt.latest_step() != step:
+        ckpt.save(step, state, stream.snapshot(), force=True)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    ckpt.close()
+    writer.close()
+
+  # --------------------------------------------------------------------------------- params export
+  if config.export_params and stop["signal"] is None:
+    model_files.save_complete(nnx.merge(graphdef, state["params"]), os.path.join(workdir, "export"), tokenizer,
+                              layout="params", template=config.data.template, prompts=config.data.get("prompts"),
+                              source=config.model.init)
+  return host

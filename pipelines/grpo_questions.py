@@ -1,0 +1,147 @@
+"""What GRPO rollouts are asked: questions (reasoning agent) or (question, chain) pairs (summary agent), and the
+resumable stream that hands them out.
+
+    items = load_items(config)              # [Item]: the question (with its gold answer) and, summary agent, a chain
+    stream = QuestionStream(items, seed=0, sample_seed=0)
+    batch = stream.take(4)                  # the next 4 items (a fresh shuffle per epoch)
+    seeds = stream.seeds(4 * G)             # the next sampling seeds: one per reply
+    stream.get_state() / set_state(b)       # JSON bytes: position and next seed (the Orbax "iter" item)
+
+Questions: `question` records (insightv_jax/data/records.py; JSONL or ArrayRecord files in --config.data.paths,
+images relative to --config.data.image_root); a record without an answer stops the run naming its file and line.
+Summary agent: `grpo.chain_source` names files of `summary_sft` records (question, the chain shown, the right
+answer: data_gen's summary data, sound and flawed chains mixed) or of `path` records (the reasoning agent's sampled
+chains, data_gen's reasoning paths), the latter joined by question_id with the questions of --config.data.paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from insightv_jax.data import prompts, records, sources
+from insightv_jax.data.images import decode
+from insightv_jax.utils.inputs import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """question: the `records.Question` the rewards judge against; chain: what the summary agent reads (None for
+  the reasoning agent)."""
+
+  question: records.Question
+  chain: str | None = None
+
+
+def read_records(paths: str) -> list[records.Record]:
+  """Our records from comma-separated JSONL / ArrayRecord files, each validated (errors name file and line)."""
+  out = []
+  for path in [p for p in paths.split(",") if p]:
+    if not os.path.exists(path):
+      raise InputError(f"GRPO questions: no such file {path!r}")
+    if path.endswith((".jsonl", ".json")):
+      out += list(records.read_jsonl(path))
+    else:
+      src = sources.ArrayRecordSource(path)
+      out += [records.loads(src[i][1], src[i][0]) for i in range(len(src))]
+  return out
+
+
+def _questions(paths: str, flag: str) -> list[records.Question]:
+  recs = read_records(paths)
+  bad = next((r for r in recs if not isinstance(r, records.Question)), None)
+  if bad is not None:
+    raise InputError(f"{flag}: record {bad.id!r} is a {bad.KIND!r} record; GRPO questions are 'question' records "
+                     "(id, images, question, answer)")
+  if not recs:
+    raise InputError(f"{flag}={paths!r} holds no questions")
+  return recs
+
+
+def load_items(config) -> list[Item]:
+  """The run's items from config.data.paths and, for the summary agent, config.grpo.chain_source."""
+  g = config.grpo
+  if g.agent == "reasoning":
+    return [Item(q) for q in _questions(config.data.paths, "--config.data.paths")]
+  if not g.chain_source:
+    raise InputError("--config.grpo.agent=summary needs --config.grpo.chain_source: files of summary_sft records "
+                     "or of the reasoning agent's sampled chains (path records, joined with --config.data.paths)")
+  items, by_id = [], None
+  preset = prompts.get_preset(config.data.prompts or "ours")
+  for r in read_records(g.chain_source):
+    if isinstance(r, records.SummarySFT):
+      items.append(Item(records.Question(id=r.id, images=r.images, question=r.question, answer=r.answer),
+                        r.reasoning))
+    elif isinstance(r, records.ReasoningPath):
+      if by_id is None:
+        by_id = {q.id: q for q in _questions(config.data.paths, "--config.data.paths")} if config.data.paths else {}
+      if r.question_id not in by_id:
+        raise InputError(f"--config.grpo.chain_source: path {r.id!r} answers question {r.question_id!r}, which is "
+                         "not in --config.data.paths")
+      items.append(Item(by_id[r.question_id], preset.format_chain([(s.title, s.content) for s in r.steps])))
+    else:
+      raise InputError(f"--config.grpo.chain_source: record {r.id!r} is a {r.KIND!r} record; expected summary_sft "
+                       "or path records")
+  if not items:
+    raise InputError(f"--config.grpo.chain_source={g.chain_source!r} holds no chains")
+  return items
+
+
+def load_image(question: records.Question, image_root: str):
+  """The question's first image as a PIL image, or None (a text-only question)."""
+  if not question.images:
+    return None
+  return decode(question.images[0].read(image_root or None), f"question {question.id!r} image")
+
+
+class QuestionStream:
+  """Items in a fresh seeded shuffle per epoch, and a counter of sampling seeds; its state is two integers."""
+
+  def __init__(self, items: list[Item], *, seed: int = 0, sample_seed: int = 0):
+    self.items, self.seed = items, seed
+    self.position, self.next_seed = 0, int(sample_seed)
+    self._perm = {}
+
+  def _order(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perm:
+      self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.items))}
+    return self._perm[epoch]
+
+  def take(self, n: int) -> list[Item]:
+    out = []
+    for _ in range(n):
+      epoch, i = divmod(self.position, len(self.items))
+      out.append(self.items[int(self._order(epoch)[i])])
+      self.position += 1
+    return out
+
+  def seeds(self, n: int) -> list[int]:
+    out = [(self.next_seed + i) % 2**32 for i in range(n)]
+    self.next_seed = (self.next_seed + n) % 2**32
+    return out
+
+  # the Orbax "iter" item (grain.checkpoint.CheckpointHandler: bytes from get_state, set_state on restore)
+  def get_state(self) -> bytes:
+    return json.dumps({"position": self.position, "next_seed": self.next_seed}).encode()
+
+  def set_state(self, state: bytes):
+    d = json.loads(state)
+    self.position, self.next_seed = int(d["position"]), int(d["next_seed"])
+
+  def start_prefetch(self):
+    pass
+
+  def snapshot(self) -> _Frozen:
+    """The state now, for an async save that may read it after the stream has moved on."""
+    return _Frozen(self.get_state())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frozen:
+  state: bytes
+
+  def get_state(self) -> bytes:
+    return self.state
