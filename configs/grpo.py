@@ -49,6 +49,7 @@ def get_config(variant: str = "tiny"):
   g.max_resamples = 3  # ... at most this many extra rollouts per step (then the zero-spread groups fill the rest)
   g.seed = 0  # first sampling seed (one seed per reply, counted on; checkpointed with the question position)
   if variant == "tiny":
+    c.data.paths = "synthetic:32"  # 32 questions of the synthetic world, written into the run folder (or files)
     c.data.max_len = 256
     c.optim.lr = 1e-3
     c.optim.total_steps = 10

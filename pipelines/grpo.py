@@ -40,7 +40,7 @@ from insightv_jax.train.metrics import MetricsWriter, Progress
 from insightv_jax.utils.faults import kill_if
 from insightv_jax.utils.files import atomic_write
 from insightv_jax.utils.inputs import InputError
-from pipelines.grpo_questions import QuestionStream, load_image, load_items
+from pipelines.grpo_questions import QuestionStream, load_image, load_items, synthetic_questions
 
 
 def check_config(config) -> rewards.Rewards:
@@ -73,8 +73,12 @@ def train_grpo(config, workdir: str) -> dict:
   g = config.grpo
   G, B = g.num_generations, g.questions_per_step
   template, preset = config.data.template or "llama3", config.data.prompts or "ours"
-  items = load_items(config)
   os.makedirs(workdir, exist_ok=True)
+  paths, image_root = config.data.paths, config.data.image_root
+  if paths.startswith("synthetic:"):  # the synthetic world's questions, written into the run folder once
+    image_root = os.path.join(workdir, "synthetic")
+    paths = synthetic_questions(paths, image_root, seed=config.data.seed)
+  items = load_items(config, paths)
   if is_primary():
     with atomic_write(os.path.join(workdir, "config.json")) as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -129,7 +133,7 @@ def train_grpo(config, workdir: str) -> dict:
     t = time.time()
     prompt_list = [rollout.build_prompt(tokenizer, template, preset, role,
                                         prompts.format_question(it.question.question, it.question.choices),
-                                        it.chain, image=load_image(it.question, config.data.image_root), proc=proc,
+                                        it.chain, image=load_image(it.question, image_root), proc=proc,
                                         image_token_id=model_cfg.image_token_index) for it in batch_items]
     out = rollout.sample_groups(nnx.merge(graphdef, state["params"]), tokenizer, template, prompt_list,
                                 num_samples=G, max_new_tokens=g.max_new_tokens, temperature=g.temperature,

@@ -8,7 +8,8 @@ resumable stream that hands them out.
     stream.get_state() / set_state(b)       # JSON bytes: position and next seed (the Orbax "iter" item)
 
 Questions: `question` records (insightv_jax/data/records.py; JSONL or ArrayRecord files in --config.data.paths,
-images relative to --config.data.image_root); a record without an answer stops the run naming its file and line.
+images relative to --config.data.image_root), or 'synthetic:N': N questions of the synthetic world written into the
+run folder (the tiny variant's default); a record without an answer stops the run naming its file and line.
 Summary agent: `grpo.chain_source` names files of `summary_sft` records (question, the chain shown, the right
 answer: data_gen's summary data, sound and flawed chains mixed) or of `path` records (the reasoning agent's sampled
 chains, data_gen's reasoning paths), the latter joined by question_id with the questions of --config.data.paths.
@@ -61,11 +62,26 @@ def _questions(paths: str, flag: str) -> list[records.Question]:
   return recs
 
 
-def load_items(config) -> list[Item]:
-  """The run's items from config.data.paths and, for the summary agent, config.grpo.chain_source."""
+def synthetic_questions(spec: str, root: str, seed: int = 0) -> str:
+  """'synthetic:N' -> the path of N question records of the synthetic world (data_gen/synthetic), written once
+  under root (images in root/images, relative to root: the run's image root)."""
+  n = spec.split(":", 1)[1]
+  if not n.isdigit() or int(n) < 1:
+    raise InputError(f"--config.data.paths={spec}: expected synthetic:N with N a positive count of questions")
+  path = os.path.join(root, "train.jsonl")
+  if not os.path.exists(path):
+    from data_gen.synthetic.world import World, WorldConfig
+    World(WorldConfig(image_size=56), seed=seed).write(root, "train", int(n))
+  return path
+
+
+def load_items(config, paths: str | None = None) -> list[Item]:
+  """The run's items from `paths` (default config.data.paths) and, for the summary agent,
+  config.grpo.chain_source."""
   g = config.grpo
+  paths = config.data.paths if paths is None else paths
   if g.agent == "reasoning":
-    return [Item(q) for q in _questions(config.data.paths, "--config.data.paths")]
+    return [Item(q) for q in _questions(paths, "--config.data.paths")]
   if not g.chain_source:
     raise InputError("--config.grpo.agent=summary needs --config.grpo.chain_source: files of summary_sft records "
                      "or of the reasoning agent's sampled chains (path records, joined with --config.data.paths)")
@@ -77,7 +93,7 @@ def load_items(config) -> list[Item]:
                         r.reasoning))
     elif isinstance(r, records.ReasoningPath):
       if by_id is None:
-        by_id = {q.id: q for q in _questions(config.data.paths, "--config.data.paths")} if config.data.paths else {}
+        by_id = {q.id: q for q in _questions(paths, "--config.data.paths")} if paths else {}
       if r.question_id not in by_id:
         raise InputError(f"--config.grpo.chain_source: path {r.id!r} answers question {r.question_id!r}, which is "
                          "not in --config.data.paths")

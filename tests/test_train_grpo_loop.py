@@ -168,3 +168,17 @@ def test_summary_agent_reads_chains_from_the_chain_source(data, tmp_path):
   assert [r["step"] for r in rows] == [1, 2] and "accuracy" in rows[-1] and np.isfinite(out["loss"])
   for r in rows:  # dynamic sampling: a step with a zero-spread group samples B fresh questions once more
     assert r["rollout_batches"] == (2 if r["frac_reward_zero_std"] > 0 else 1), r
+
+
+def test_synthetic_questions_for_the_tiny_variant(tmp_path):
+  """configs/grpo.py:tiny asks 'synthetic:N': N world questions (answers, images under the run folder)."""
+  from insightv_jax.data import records
+  from insightv_jax.utils.inputs import InputError
+  from pipelines.grpo_questions import load_image, synthetic_questions
+
+  path = synthetic_questions("synthetic:3", str(tmp_path / "syn"))
+  qs = list(records.read_jsonl(path))
+  assert len(qs) == 3 and all(q.answer for q in qs)
+  assert load_image(qs[0], str(tmp_path / "syn")).size == (56, 56)
+  with pytest.raises(InputError, match="synthetic:N"):
+    synthetic_questions("synthetic:x", str(tmp_path / "bad"))

@@ -53,9 +53,10 @@ def inputs(config) -> dict:
     check_config(config)
   if FLAGS.dry_run:  # abstract inputs: no tokenizer, no data
     return {"model.init": _inputs.init_model}
+  synthetic = config.get("task") == "grpo" and config.data.paths.startswith("synthetic:")  # GRPO's tiny questions
   return {"data.template": _inputs.template, **{f: _inputs.prompts for f in _inputs.present(config, "data.prompts")},
-          "tokenizer": _inputs.tokenizer, "model.init": _inputs.init_model, "data.paths": _inputs.data_files,
-          "data.image_root": _inputs.optional_dir,
+          "tokenizer": _inputs.tokenizer, "model.init": _inputs.init_model,
+          "data.paths": _inputs.questions if synthetic else _inputs.data_files, "data.image_root": _inputs.optional_dir,
           ("tokenizer", "data.template", "model.init"): _inputs.chat_tokenizer}
 
 
