@@ -4,7 +4,8 @@ and vs our step on precomputed reference log-probs (no reference forward).
 Same model (benchmarks/common.py: the ~30M-parameter LLaVA-NeXT, built once by transformers and saved, so both
 sides start from the same weights), same pairs: PAIRS pairs, each a 600x600 image (5 AnyRes tiles) inside a
 prompt, then a 256-token chosen and a 256-token rejected reply; sigmoid DPO, beta 0.1, against a frozen reference
-model (its forward is part of every step on all sides but "ours precomputed"), AdamW, fp32 on CPU, every parameter trained.
+model (its forward is part of every step on all sides but "ours precomputed"), AdamW, fp32 on CPU, every parameter
+trained.
 
     ours shared     one row per pair: [prompt | chosen | rejected] (`SharedDpoBatch`): the prompt runs once
     ours unshared   two rows per pair: [prompt | chosen], [prompt | rejected] (`DpoBatch`), the image encoded once
