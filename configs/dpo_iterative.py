@@ -20,13 +20,15 @@ def get_config(variant: str = "tiny"):
   # the reasoning agent's prompt preset (insightv_jax/data/prompts.py PROMPT_PRESETS): "ours" | "insightv"; the one
   # field for the whole loop: run_iterative writes it into datagen.prompts (the sampler's prompt, the chain layout)
   # and train.data.prompts (the DPO round's prompt), so the chains are sampled with the prompt they are trained on.
-  # Use the preset the starting SFT agent was trained with.
-  c.prompts = "ours"
+  # "" (default): the preset the start model's folder records (its insightv.json), else "ours".
+  c.prompts = ""
   # how chains are sampled and assessed (backend.kind from `sampler`, backend.model the round's starting policy,
   # prompts from `prompts`: set per round by run_iterative). backend.template and train.data.template are one
   # template for sampling and training: train.data.template, or backend.template when that is "" (both given and
-  # different: an error; pipelines/iterative_dpo.py round_template)
+  # different: an error; pipelines/iterative_dpo.py round_template); both "" (the default): the template the start
+  # model's folder records, else templates.DEFAULT_TEMPLATE
   c.datagen = datagen.get_config()
+  c.datagen.backend.template = ""
   c.datagen.synthesis = "chains"  # the reasoning agent writes whole chains
   c.datagen.progressive.paths_per_question = 4  # chains per question
   c.datagen.assembly.pairs_per_question = 1

@@ -32,7 +32,7 @@ def get_config(arg: str = ""):
   # comma-separated benchmark files: VLMEvalKit .tsv, MathVista testmini .json or JSONL (insightv_jax/eval/readers.py)
   c.benchmarks = ""
   c.image_root = ""  # root for relative image paths in the benchmark files
-  c.systems = "two_agent,direct,cot"  # which systems to run
+  c.systems = "two_agents,direct,cot"  # which systems to run (two_agents | direct | cot)
   c.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
   # attention implementation of every model loaded: auto | xla | cudnn | splash (auto: cudnn on GPU in bf16, splash
   # on TPU, xla otherwise; insightv_jax/model/attention.py). Prefills run through it, decode steps always take xla.

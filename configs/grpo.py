@@ -59,7 +59,7 @@ def get_config(variant: str = "tiny"):
     g.max_new_tokens = 16
   else:
     c.optim.lr = 1e-6
-    c.data.max_len = 8192
+    c.data.max_len = 12288  # a 5-tile AnyRes prompt (~2,900 tokens) + G x (max_new_tokens + 1) = ~11,100
     g.questions_per_step = 64
     g.groups_per_row = 1
     g.max_new_tokens = 1024

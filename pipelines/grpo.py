@@ -54,6 +54,14 @@ def check_config(config) -> rewards.Rewards:
   if g.agent == "summary" and not g.chain_source:
     raise InputError("--config.grpo.agent=summary needs --config.grpo.chain_source: files of summary_sft records "
                      "or of the reasoning agent's sampled chains (path records, joined with --config.data.paths)")
+  if not g.temperature > 0:
+    raise InputError(f"--config.grpo.temperature={g.temperature}: rollouts sample, and the loss divides the logits by "
+                     "the sampling temperature; it must be > 0")
+  if not 0 < g.top_p <= 1:
+    raise InputError(f"--config.grpo.top_p={g.top_p}: expected 0 < top_p <= 1")
+  if config.data.prompts and config.data.prompts not in prompts.PROMPT_PRESETS:
+    raise InputError(f"--config.data.prompts={config.data.prompts!r}: unknown prompt preset; choose from "
+                     f"{sorted(prompts.PROMPT_PRESETS)}")
   if g.questions_per_step % g.groups_per_row:
     raise InputError(f"--config.grpo.questions_per_step={g.questions_per_step} is not a multiple of "
                      f"--config.grpo.groups_per_row={g.groups_per_row}")
@@ -68,6 +76,9 @@ def check_config(config) -> rewards.Rewards:
 def train_grpo(config, workdir: str) -> dict:
   # ------------------------------------------------------------------------------------------- setup
   maybe_initialize_distributed(config.distributed)
+  if jax.process_count() > 1:  # every process would sample the whole global batch of questions
+    raise InputError(f"GRPO runs in one process for now (this run has {jax.process_count()}): the question stream "
+                     "is not sharded by process yet; use the devices of one host (--config.mesh.*)")
   model_files.apply_recorded_defaults(config)  # template / prompts "" -> what the model.init folder records
   reward_fns = check_config(config)
   g = config.grpo

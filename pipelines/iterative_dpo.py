@@ -23,10 +23,12 @@ import os
 from absl import logging
 
 from data_gen.pipeline import run as datagen
+from insightv_jax.data import model_files
 from insightv_jax.train.loop import train
 from insightv_jax.train.reference import score_reference
 from insightv_jax.utils.faults import kill_if
 from insightv_jax.utils.files import is_done, mark_done
+from insightv_jax.utils.inputs import InputError
 
 
 def round_template(config) -> str:
@@ -34,7 +36,7 @@ def round_template(config) -> str:
   sampler's datagen.backend.template; both given and different is an error naming the two flags."""
   train_tpl, sample_tpl = config.train.data.template, config.datagen.backend.template
   if train_tpl and sample_tpl and train_tpl != sample_tpl:
-    raise ValueError(f"--config.train.data.template={train_tpl} but --config.datagen.backend.template={sample_tpl}: "
+    raise InputError(f"--config.train.data.template={train_tpl} but --config.datagen.backend.template={sample_tpl}: "
                      "each round samples its chains with the template it trains them with; set one of them")
   return train_tpl or sample_tpl
 
@@ -42,7 +44,11 @@ def round_template(config) -> str:
 def run_iterative(config, workdir: str) -> list[dict]:
   """config: configs/dpo_iterative.py. -> one {"round", "pairs", "model"} per round."""
   start = config.start_model  # 'params:<dir>' of the SFT reasoning agent
-  template = round_template(config)
+  with config.unlocked():  # one template for sampling and training; "" fields: what the start model records
+    config.train.data.template = round_template(config)
+    model_files.apply_recorded_defaults(config, model="start_model", template="train.data.template",
+                                        prompts="prompts")
+  template = config.train.data.template
   results = []
   for k in range(1, config.rounds + 1):
     rdir = os.path.join(workdir, f"round_{k}")

@@ -78,7 +78,7 @@ def test_two_agents_and_baselines_write_a_resumable_report(setup, tmp_path):
   cfg.answer_max_new_tokens = 6
   cfg.cot_max_new_tokens = 12
   summary = run_eval(cfg, str(tmp_path))
-  assert set(summary) == {"two_agent", "direct", "cot"} and all(s["n"] == 6 for s in summary.values())
+  assert set(summary) == {"two_agents", "direct", "cot"} and all(s["n"] == 6 for s in summary.values())
   report = (tmp_path / "report.md").read_text()
   assert "| two_agent |" in report and "failure examples" in report
   rows = [json.loads(x) for x in (tmp_path / "two_agent.jsonl").read_text().splitlines()]

@@ -44,6 +44,7 @@ from insightv_jax.data.images import ImageProcessorConfig
 from insightv_jax.data.loader_config import FORMATS, TARGETS, LoaderConfig
 from insightv_jax.data.packing import Batcher, layout
 from insightv_jax.model.config import LlavaConfig
+from insightv_jax.utils.inputs import InputError
 
 __all__ = ["FORMATS", "TARGETS", "BadData", "BadRecord", "Batcher", "Encoder", "LoaderConfig", "Skipped",
            "abstract_batch", "geometry", "layout", "make_dataset"]
@@ -104,11 +105,11 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
   if not cfg.pack and cfg.images_per_row != 1:
     raise ValueError("images_per_row > 1 needs pack=True")
   if cfg.format not in FORMATS:
-    raise ValueError(f"data.format={cfg.format!r}; expected one of {FORMATS}")
+    raise InputError(f"--config.data.format={cfg.format!r}; expected one of {FORMATS}")
   if cfg.target not in TARGETS:
-    raise ValueError(f"data.target={cfg.target!r}; expected one of {TARGETS}")
+    raise InputError(f"--config.data.target={cfg.target!r}; expected one of {TARGETS}")
   if cfg.prompts not in prompts.PROMPT_PRESETS:
-    raise ValueError(f"data.prompts={cfg.prompts!r}; expected one of {sorted(prompts.PROMPT_PRESETS)}")
+    raise InputError(f"--config.data.prompts={cfg.prompts!r}; expected one of {sorted(prompts.PROMPT_PRESETS)}")
   ds = grain.MapDataset.source(source)
   if len(ds) < process_count:
     raise ValueError(f"source has {len(ds)} records for {process_count} processes")

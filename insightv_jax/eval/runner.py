@@ -27,8 +27,10 @@ from insightv_jax.eval.official import official_scores, score_one  # noqa: F401
 from insightv_jax.eval.report import summarise, write_report  # noqa: F401
 from insightv_jax.scoring import vlmeval_compat as vc
 from insightv_jax.utils.files import atomic_write
+from insightv_jax.utils.inputs import InputError
 
-SYSTEMS = ("two_agent", "direct", "cot")
+SYSTEMS = ("two_agents", "direct", "cot")
+DEPRECATED_SYSTEMS = {"two_agent": "two_agents"}  # old spelling, accepted for one release
 
 
 def run_eval(config, workdir: str) -> dict:
@@ -39,11 +41,15 @@ def run_eval(config, workdir: str) -> dict:
   with atomic_write(os.path.join(workdir, "config.json")) as f:
     f.write(config.to_json_best_effort(indent=2))
   systems = [s for s in config.systems.split(",") if s]
+  for old, new in DEPRECATED_SYSTEMS.items():
+    if old in systems:
+      logging.warning("--config.systems: %r is deprecated and goes in the next release: write %r", old, new)
+      systems = [new if s == old else s for s in systems]
   unknown = set(systems) - set(SYSTEMS)
   if unknown:
-    raise ValueError(f"config.systems: unknown {sorted(unknown)}; choose from {SYSTEMS}")
+    raise InputError(f"--config.systems={config.systems}: unknown {sorted(unknown)}; choose from {SYSTEMS}")
   if not config.reasoning_model:
-    raise ValueError("config.reasoning_model is required ('params:<dir>' or 'hf:<dir>')")
+    raise InputError("--config.reasoning_model is required ('params:<dir>' or 'hf:<dir>')")
   tok = load_tokenizer(config.tokenizer)
   cache = {}
 
@@ -64,7 +70,7 @@ def run_eval(config, workdir: str) -> dict:
   agent = lambda spec, n, **kw: infer.Agent(model(spec), tok, config.template, gen(n),
                                            preset=config.get("prompts", "ours"), **kw)
   for system in systems:
-    if system == "two_agent":
+    if system == "two_agents":
       r = agent(config.reasoning_model, config.reasoning_max_new_tokens)
       s = agent(summary_spec, config.answer_max_new_tokens)
       fn = lambda ex, r=r, s=s: infer.two_agents(r, s, ex)
