@@ -507,8 +507,9 @@ CASES = [
 
 def _selected(request) -> list[Case]:
   """The cases this session's tests ask for (all, or those `-k` keeps): only they are run."""
-  ids = {item.callspec.params["case"].id for item in request.session.items
-         if getattr(item, "callspec", None) is not None and "case" in item.callspec.params}
+  ids = {item.callspec.params["case"].id for item in request.session.items  # this module's rows only: other
+         if getattr(item, "callspec", None) is not None  # modules have a `case` parameter of their own
+         and isinstance(item.callspec.params.get("case"), Case)}
   return [c for c in CASES if c.id in ids] or CASES
 
 
