@@ -80,8 +80,8 @@ def test_two_agents_and_baselines_write_a_resumable_report(setup, tmp_path):
   summary = run_eval(cfg, str(tmp_path))
   assert set(summary) == {"two_agents", "direct", "cot"} and all(s["n"] == 6 for s in summary.values())
   report = (tmp_path / "report.md").read_text()
-  assert "| two_agent |" in report and "failure examples" in report
-  rows = [json.loads(x) for x in (tmp_path / "two_agent.jsonl").read_text().splitlines()]
+  assert "| two_agents |" in report and "failure examples" in report
+  rows = [json.loads(x) for x in (tmp_path / "two_agents.jsonl").read_text().splitlines()]
   assert len(rows) == 6 and all("chain" in r and "reply" in r for r in rows)
   # the chain-of-thought baseline writes its chain and then its answer: generation does not stop at </thoughts>
   cot = [json.loads(x) for x in (tmp_path / "cot.jsonl").read_text().splitlines()]
@@ -89,10 +89,10 @@ def test_two_agents_and_baselines_write_a_resumable_report(setup, tmp_path):
   # the reasoning agent stops at </thoughts>: the summary agent reads the chain alone
   assert all(r["chain"] == "x" for r in rows)
   # a kill mid-write leaves a partial last line: the rerun redoes only that example
-  lines = (tmp_path / "two_agent.jsonl").read_text().splitlines()
-  (tmp_path / "two_agent.jsonl").write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
+  lines = (tmp_path / "two_agents.jsonl").read_text().splitlines()
+  (tmp_path / "two_agents.jsonl").write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
   run_eval(cfg, str(tmp_path))
-  rows = [json.loads(x) for x in (tmp_path / "two_agent.jsonl").read_text().splitlines()]
+  rows = [json.loads(x) for x in (tmp_path / "two_agents.jsonl").read_text().splitlines()]
   assert sorted(r["id"] for r in rows) == sorted(q.id for q in readers.read_benchmark(cfg.benchmarks))
   assert rows[:4] == [json.loads(x) for x in lines[:4]]  # finished examples were not recomputed
 
