@@ -29,6 +29,7 @@ def main(argv):
   args = FLAGS
 
   from benchmarks import common
+  from configs import train_base
   from data_gen.synthetic.world import World, WorldConfig
   from insightv_jax.data import loader, prompts, records, sources
   from insightv_jax.data.tokenizer import fit_model_config, train_bpe
@@ -42,8 +43,9 @@ def main(argv):
     records.write_array_record(f"{root}/sft.ar", sft)
     tok = train_bpe([r.reasoning + " " + r.question for r in sft], 2000, "llama3")
     cfg = fit_model_config(common.bench_config(), tok)
-    lcfg = loader.LoaderConfig(max_len=common.SEQ, batch_size=common.BATCH, image_root=root,
-                               worker_count=args.workers, seed=0)
+    lcfg = loader.LoaderConfig.from_config(train_base.data_section(), template="llama3", prompts="ours",
+                                           max_len=common.SEQ, batch_size=common.BATCH, image_root=root,
+                                           worker_count=args.workers, seed=0)
     it = iter(loader.make_dataset(sources.ArrayRecordSource(f"{root}/sft.ar"), lcfg, cfg, tok))
     next(it)  # workers up
     n_batches = args.examples // common.BATCH

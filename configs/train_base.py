@@ -31,48 +31,7 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   # insightv_jax/model/attention.py). Runtime only, never written into config.json.
   c.model.attention = "auto"
 
-  c.data = ml_collections.ConfigDict()
-  # auto | array_record | json | tfds. json (or jsonl): JSON lines, a JSON array, or a LLaVA-NeXT YAML mixture
-  # (.yaml: datasets: [{json_path, sampling_strategy: all | first:N | end:N | random:N, N a count or P%}]), by
-  # content; auto: a folder is tfds, JSON / YAML text is json, other files array_record
-  c.data.source = "auto"
-  c.data.paths = ""  # comma-separated files (array_record / json), or the prepared TFDS builder folder
-  c.data.image_root = ""  # root that relative image paths resolve against
-  c.data.max_len = 2048  # tokens per row
-  c.data.batch_size = 8  # global rows per optimizer step
-  c.data.pack = False  # pack several examples per row (SFT)
-  c.data.images_per_row = 1  # image slots per row (> 1 with packing)
-  # chat template: llama3 | chatml | vicuna | llava_llama_3 | qwen_1_5 (LLaVA-NeXT's conv modes); "" = the one the
-  # model.init folder records (its insightv.json, written by insightv-convert and every export), else llama3
-  c.data.template = ""
-  c.data.seed = 0  # shuffling seed
-  c.data.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever (steps bound the run)
-  c.data.worker_count = 0  # Grain worker processes
-  c.data.strict = False  # raise on the first bad record instead of skipping it
-  c.data.min_target_tokens = 4  # reply tokens that must survive truncation
-  c.data.prefetch_buffer_size = 4  # batches buffered per worker
-  # the record format: "auto" (our records, insightv_jax/data/records.py) or "llava": LLaVA-NeXT / Insight-V JSON:
-  # {"image", "conversations": [{"from": "human"|"gpt", "value"}]} trained as given (every gpt turn a target), or
-  # with configs/dpo.py {"image", "prompt", "chosen", "rejected"}. ("cot" here is the deprecated spelling of
-  # data.target="cot", accepted with a warning for one release.)
-  c.data.format = "auto"
-  # what our records train: "auto" (by record kind: reasoning_sft -> the reasoning agent, summary_sft -> the
-  # summary agent, question -> the direct-answer baseline, dpo_pair -> the reasoning agent) or "cot" (summary_sft
-  # records as chain + answer in ONE reply: the single-model chain-of-thought baseline)
-  c.data.target = "auto"
-  # how our records are written as the agents' conversations: "ours" | "insightv" (Insight-V's released prompts;
-  # insightv_jax/data/prompts.py PROMPT_PRESETS). Prompt the trained agents with the same preset (configs/eval.py
-  # prompts, configs/datagen.py prompts); configs/dpo_iterative.py sets it from its own `prompts`. "" = the preset
-  # the model.init folder records (its insightv.json), else "ours".
-  c.data.prompts = ""
-  # stop with an error naming the file, the first bad record and its reason (and a hint when it looks like
-  # another format) when none of the first max_bad_prefix records read is usable (0: never stop) ...
-  c.data.max_bad_prefix = 100
-  # ... or when more than this fraction of the records read were skipped, once max_bad_prefix were read (1.0: never)
-  c.data.max_skip_fraction = 0.5
-  # shared-prompt DPO (dpo.shared_prompt) with pack=True: at most this many [prompt | chosen | rejected] pairs per
-  # row (the batch's pair slots are batch_size x pairs_per_row; set images_per_row to match for image pairs)
-  c.data.pairs_per_row = 1
+  c.data = data_section()
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-5
@@ -137,3 +96,51 @@ def base(task: str, variant: str) -> ml_collections.ConfigDict:
   else:
     raise ValueError(f"unknown variant {variant!r}; expected 'tiny' or '8b'")
   return c
+
+
+def data_section() -> ml_collections.ConfigDict:
+  """The `data` section of every training job: the one home of the loader's defaults (insightv_jax/data/
+  loader_config.py `LoaderConfig` has none; `LoaderConfig.from_config(config.data)` reads this)."""
+  d = ml_collections.ConfigDict()
+  # auto | array_record | json | tfds. json (or jsonl): JSON lines, a JSON array, or a LLaVA-NeXT YAML mixture
+  # (.yaml: datasets: [{json_path, sampling_strategy: all | first:N | end:N | random:N, N a count or P%}]), by
+  # content; auto: a folder is tfds, JSON / YAML text is json, other files array_record
+  d.source = "auto"
+  d.paths = ""  # comma-separated files (array_record / json), or the prepared TFDS builder folder
+  d.image_root = ""  # root that relative image paths resolve against
+  d.max_len = 2048  # tokens per row
+  d.batch_size = 8  # global rows per optimizer step
+  d.pack = False  # pack several examples per row (SFT)
+  d.images_per_row = 1  # image slots per row (> 1 with packing)
+  # chat template: llama3 | chatml | vicuna | llava_llama_3 | qwen_1_5 (LLaVA-NeXT's conv modes); "" = the one the
+  # model.init folder records (its insightv.json, written by insightv-convert and every export), else llama3
+  d.template = ""
+  d.seed = 0  # shuffling seed
+  d.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever (steps bound the run)
+  d.worker_count = 0  # Grain worker processes
+  d.strict = False  # raise on the first bad record instead of skipping it
+  d.min_target_tokens = 4  # reply tokens that must survive truncation
+  d.prefetch_buffer_size = 4  # batches buffered per worker
+  # the record format: "auto" (our records, insightv_jax/data/records.py) or "llava": LLaVA-NeXT / Insight-V JSON:
+  # {"image", "conversations": [{"from": "human"|"gpt", "value"}]} trained as given (every gpt turn a target), or
+  # with configs/dpo.py {"image", "prompt", "chosen", "rejected"}. ("cot" here is the deprecated spelling of
+  # data.target="cot", accepted with a warning for one release.)
+  d.format = "auto"
+  # what our records train: "auto" (by record kind: reasoning_sft -> the reasoning agent, summary_sft -> the
+  # summary agent, question -> the direct-answer baseline, dpo_pair -> the reasoning agent) or "cot" (summary_sft
+  # records as chain + answer in ONE reply: the single-model chain-of-thought baseline)
+  d.target = "auto"
+  # how our records are written as the agents' conversations: "ours" | "insightv" (Insight-V's released prompts;
+  # insightv_jax/data/prompts.py PROMPT_PRESETS). Prompt the trained agents with the same preset (configs/eval.py
+  # prompts, configs/datagen.py prompts); configs/dpo_iterative.py sets it from its own `prompts`. "" = the preset
+  # the model.init folder records (its insightv.json), else "ours".
+  d.prompts = ""
+  # stop with an error naming the file, the first bad record and its reason (and a hint when it looks like
+  # another format) when none of the first max_bad_prefix records read is usable (0: never stop) ...
+  d.max_bad_prefix = 100
+  # ... or when more than this fraction of the records read were skipped, once max_bad_prefix were read (1.0: never)
+  d.max_skip_fraction = 0.5
+  # shared-prompt DPO (dpo.shared_prompt) with pack=True: at most this many [prompt | chosen | rejected] pairs per
+  # row (the batch's pair slots are batch_size x pairs_per_row; set images_per_row to match for image pairs)
+  d.pairs_per_row = 1
+  return d

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from train_data import loader_config
 
 from insightv_jax.data import images, loader
 from insightv_jax.data.tokenizer import fit_model_config, train_bpe
@@ -60,7 +61,7 @@ def test_an_image_cut_by_truncation_is_named_not_clipped(tmp_path, tiny_cfg):
   raw = json.dumps(rec).encode()
 
   def encoder(max_len, **kw):
-    c = loader.LoaderConfig(max_len=max_len, batch_size=1, image_root=str(tmp_path), template="llama3",
+    c = loader_config(max_len=max_len, batch_size=1, image_root=str(tmp_path), template="llama3",
                             format="llava", images_per_row=2, **kw)
     return loader.Encoder(c, cfg, tok, dpo=False)
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from train_data import write_llava_data, write_training_data
+from train_data import loader_config, write_llava_data, write_training_data
 
 from insightv_jax.data import llava_format, loader, records, sources, templates
 from insightv_jax.data.batches import DpoBatch
@@ -48,7 +48,7 @@ def data(tmp_path_factory, tiny_cfg):
 
 
 def _encoder(data, fmt="llava", template="llava_llama_3", dpo=False, tok=None, **kw):
-  cfg = loader.LoaderConfig(max_len=512, batch_size=2, image_root=data["root"], template=template, format=fmt, **kw)
+  cfg = loader_config(max_len=512, batch_size=2, image_root=data["root"], template=template, format=fmt, **kw)
   tok = tok or data["tok"]
   return loader.Encoder(cfg, fit_model_config(data["cfg"], tok), tok, dpo=dpo)
 
@@ -202,7 +202,7 @@ def test_text_only_record_trains_without_images(data):
   path = os.path.join(data["root"], "text_only.json")
   with open(path, "w") as f:
     json.dump([rec], f)
-  cfg = loader.LoaderConfig(max_len=512, batch_size=1, image_root=data["root"], template="llava_llama_3",
+  cfg = loader_config(max_len=512, batch_size=1, image_root=data["root"], template="llava_llama_3",
                             format="llava", num_epochs=1)
   (batch, stats), = list(loader.make_dataset(sources.open_source("json", path), cfg, data["cfg"], data["tok"]))
   assert stats.skipped == 0 and batch.image_sizes.tolist() == [[0, 0]]
@@ -267,7 +267,7 @@ def test_dpo_json_through_the_loader(data):
             "rejected": f"Wrong {i}, long wrong."} for i in range(4)]
   with open(path, "w") as f:
     json.dump(pairs, f)
-  cfg = loader.LoaderConfig(max_len=512, batch_size=4, image_root=data["root"], template="llava_llama_3",
+  cfg = loader_config(max_len=512, batch_size=4, image_root=data["root"], template="llava_llama_3",
                             format="llava", num_epochs=1)
   (batch, stats), = list(loader.make_dataset(sources.open_source("json", path), cfg, data["cfg"], data["tok"],
                                              batch_type=DpoBatch))

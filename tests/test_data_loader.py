@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from train_data import loader_config
 
 from data_gen.synthetic.world import World, WorldConfig
 from insightv_jax.data import loader, prompts, records, sources
@@ -42,7 +43,7 @@ def data(tmp_path_factory, tiny_cfg):
 def _cfg(data, **kw):
   base = dict(max_len=384, batch_size=4, image_root=data["root"], template="llama3", seed=3)
   base.update(kw)
-  return loader.LoaderConfig(**base)
+  return loader_config(**base)
 
 
 def _take(it, n):

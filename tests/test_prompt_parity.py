@@ -13,6 +13,7 @@ import types
 
 import numpy as np
 import pytest
+from train_data import loader_config
 
 from configs.datagen import get_config as datagen_config
 from data_gen import progressive
@@ -22,7 +23,7 @@ from insightv_jax import infer
 from insightv_jax.data import loader, prompts, records, templates
 from insightv_jax.data.images import decode
 from insightv_jax.data.tokenizer import fit_model_config, train_bpe
-from insightv_jax.infer import agents
+from insightv_jax.infer import replies
 
 CASES = [("ours", "llama3"), ("ours", "chatml"), ("insightv", "llava_llama_3")]
 
@@ -60,13 +61,13 @@ def sent(monkeypatch):
     rows.extend(np.asarray(i)[np.asarray(m) == 1] for i, m in zip(ids, mask))
     raise _Sent
 
-  monkeypatch.setattr(agents, "generate", spy)
+  monkeypatch.setattr(replies, "generate", spy)  # Agent's one generate call (infer/replies.py)
   return rows
 
 
 def _loader_prefix(case, rec, *, dpo=False, target="auto"):
   """The ids the loader trains on before the first trained token, per side (SFT: one; DPO: chosen, rejected)."""
-  cfg = loader.LoaderConfig(max_len=2048, batch_size=1, template=case["template"], image_root=case["root"],
+  cfg = loader_config(max_len=2048, batch_size=1, template=case["template"], image_root=case["root"],
                             prompts=case["preset"], target=target)
   enc = loader.Encoder(cfg, case["model"].cfg, case["tok"], dpo=dpo)
   out = enc.encode(f"mem[{rec.id}]", rec.dumps().encode())

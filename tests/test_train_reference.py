@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_data import tiny_train_config, write_training_data
+from train_data import loader_config, tiny_train_config, write_training_data
 
 from insightv_jax import sharding
 from insightv_jax.data import loader, records, sources
@@ -119,7 +119,7 @@ def test_truncated_replies_are_scored_truncated(data, scored, tmp_path):
   cut = _read(summary["files"][0]["output"])
   whole = _read(full_summary["files"][0]["output"])
   tok, model_cfg, _, _ = _model(config)
-  enc = loader.Encoder(loader.LoaderConfig(max_len=384, image_root=data["root"]), model_cfg, tok, dpo=True)
+  enc = loader.Encoder(loader_config(max_len=384, image_root=data["root"]), model_cfg, tok, dpo=True)
   src = sources.open_source("array_record", data["dpo"])
   n_cut = 0
   for i in range(N):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from train_data import write_training_data
+from train_data import loader_config, write_training_data
 
 from insightv_jax.data import loader, records, shared_pairs, sources
 from insightv_jax.data.batches import DpoBatch, SharedDpoBatch
@@ -39,7 +39,7 @@ def pairs(tmp_path_factory, tiny_cfg):
 
 
 def _batch(pairs, batch_type, **kw):
-  cfg = loader.LoaderConfig(**{**dict(max_len=384, batch_size=4, image_root=pairs["root"], seed=5), **kw})
+  cfg = loader_config(**{**dict(max_len=384, batch_size=4, image_root=pairs["root"], seed=5), **kw})
   ds = loader.make_dataset(pairs["src"], cfg, pairs["cfg"], pairs["tok"], batch_type=batch_type)
   batch, stats = next(iter(ds))
   assert stats.skipped == 0

@@ -33,6 +33,16 @@ def tiny_train_config(data: dict, job: str = "sft_reasoning", **overrides):
   return override(cfg, **overrides)
 
 
+def loader_config(**fields):
+  """A LoaderConfig from configs/train_base.py's data section (the one home of its defaults) with `fields` set;
+  the template and preset ("" there: from the model's folder) are the library defaults unless given."""
+  from configs.train_base import data_section
+  from insightv_jax.data.loader_config import LoaderConfig
+  from insightv_jax.data.templates import DEFAULT_TEMPLATE
+  return LoaderConfig.from_config(data_section(), **{"template": DEFAULT_TEMPLATE,
+                                                     "prompts": prompts.DEFAULT_PRESET, **fields})
+
+
 def override(cfg, **dotted):
   """Sets dotted-key fields of an ml_collections config in place ({"optim.total_steps": 5}); returns it."""
   for key, value in dotted.items():

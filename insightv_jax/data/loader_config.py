@@ -29,26 +29,29 @@ class LoaderConfig:
   max_skip_fraction applies (0 = neither check). max_skip_fraction: stop when more than this fraction of
   the records read were skipped (1.0 = never). pairs_per_row: shared-prompt DPO pairs a row may hold (K;
   > 1 needs pack=True).
+
+  No defaults here: the values live in configs/train_base.py (`data_section()`, each documented there):
+  `LoaderConfig.from_config(config.data)`.
   """
 
-  max_len: int = 2048
-  batch_size: int = 8
-  pack: bool = False
-  images_per_row: int = 1
-  template: str = "llama3"
-  seed: int = 0
-  num_epochs: int | None = None
-  worker_count: int = 0
-  strict: bool = False
-  min_target_tokens: int = 4
-  image_root: str | None = None
-  prefetch_buffer_size: int = 4
-  format: str = "auto"
-  max_bad_prefix: int = 100
-  max_skip_fraction: float = 0.5
-  pairs_per_row: int = 1
-  target: str = "auto"
-  prompts: str = "ours"
+  max_len: int
+  batch_size: int
+  pack: bool
+  images_per_row: int
+  template: str
+  seed: int
+  num_epochs: int | None
+  worker_count: int
+  strict: bool
+  min_target_tokens: int
+  image_root: str | None
+  prefetch_buffer_size: int
+  format: str
+  max_bad_prefix: int
+  max_skip_fraction: float
+  pairs_per_row: int
+  target: str
+  prompts: str
 
   def __post_init__(self):
     if self.format == "cot":  # the old spelling: "cot" is a training target, not a record format
@@ -60,9 +63,11 @@ class LoaderConfig:
       object.__setattr__(self, "target", "cot")
 
   @classmethod
-  def from_config(cls, data_cfg) -> LoaderConfig:
-    """From a job config's `data` section (configs/train_base.py); `source` and `paths` pick the source."""
-    return cls(**{k: v for k, v in data_cfg.items() if k not in ("source", "paths")})
+  def from_config(cls, data_cfg, **overrides) -> LoaderConfig:
+    """From a job config's `data` section (configs/train_base.py), with `overrides` (field=value); `source` and
+    `paths` pick the source, not the loader."""
+    fields = {k: v for k, v in data_cfg.items() if k not in ("source", "paths")}
+    return cls(**{**fields, **overrides})
 
 
 FORMATS = ("auto", "llava")

@@ -249,6 +249,9 @@ def _insightv_parse_steps(chain: str) -> list[tuple[str, str]]:
   return steps
 
 
+# the preset a config that names none gets (and a model folder that records none): the one home of that default
+DEFAULT_PRESET = "ours"
+
 PROMPT_PRESETS: dict[str, PromptPreset] = {
     "ours": PromptPreset("ours", reasoning_messages, summary_messages, direct_messages, cot_messages, wrap_chain,
                          chain_of_reply, format_chain, parse_steps),

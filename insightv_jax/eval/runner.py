@@ -68,7 +68,7 @@ def run_eval(config, workdir: str) -> dict:
     questions.extend(qs[:config.limit] if config.limit else qs)
   results = {}
   agent = lambda spec, n, **kw: infer.Agent(model(spec), tok, config.template, gen(n),
-                                           preset=config.get("prompts", "ours"), **kw)
+                                           preset=config.prompts, **kw)
   for system in systems:
     if system == "two_agents":
       r = agent(config.reasoning_model, config.reasoning_max_new_tokens)

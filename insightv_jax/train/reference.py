@@ -63,8 +63,9 @@ class RefLogpsError(InputError):
 # ---------------------------------------------------------------------------------------------- identity
 
 def prompt_preset(config) -> str:
-  """The prompt preset the loader renders pairs with (config.data.prompts; "ours" where the config has none)."""
-  return config.data.get("prompts") or "ours"
+  """The prompt preset the loader renders pairs with (config.data.prompts; prompts.DEFAULT_PRESET where the config has
+  none)."""
+  return config.data.get("prompts") or prompts.DEFAULT_PRESET
 
 
 def param_fingerprint(params) -> str:
