@@ -75,6 +75,36 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def time_calls(one, steps: int, warmup: int = 2):
+  """Calls one() `warmup` times, then `steps` times, each timed -> (last result, [seconds per timed call])."""
+  for _ in range(warmup):
+    one()
+  times, out = [], None
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    out = one()
+    times.append(time.perf_counter() - t0)
+  return out, times
+
+
+def time_jax_step(step, state, batch, steps: int, warmup: int = 2):
+  """A jitted train step compiled for (state, batch), then `time_calls`'d (state threaded through, each call
+  waited for) -> (state, last metrics, [seconds per timed step], compile seconds)."""
+  import jax
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  box = {"state": state}
+
+  def one():
+    box["state"], metrics = compiled(box["state"], batch)
+    jax.block_until_ready(box["state"])
+    return metrics
+
+  metrics, times = time_calls(one, steps, warmup)
+  return box["state"], metrics, times, compile_s
+
+
 def run_side(script: str, side: str, extra=()) -> dict:
   """Runs `script --side=side` in a fresh process (so peak memory is its own) and returns its JSON line."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
