@@ -18,7 +18,7 @@ steps); so the summary agent and the direct baseline start from random init, and
 
 import ml_collections
 
-from configs import datagen, dpo, dpo_iterative, models, train_base
+from configs import datagen, dpo, dpo_iterative, grpo, models, train_base
 
 
 def _train(job_cfg, steps: int, lr: float, max_len: int, batch: int = 16):
@@ -38,6 +38,38 @@ def _train(job_cfg, steps: int, lr: float, max_len: int, batch: int = 16):
   c.loss_chunk = max_len
   c.mesh.fsdp = 1
   c.export_params = True
+  return c
+
+
+def _rl(agent: str, steps: int, lr: float, max_new_tokens: int, max_len: int, questions: int = 16,
+        generations: int = 8):
+  """One GRPO job (pipelines/grpo.py) of the demo: answer reward only, constant lr (pipelines/demo_rl.py runs the
+  reasoning agent's GRPO in segments that resume one another), chains sampled as the DPO rounds sample them."""
+  c = grpo.get_config("tiny")
+  c.model.hf_config = models.get_config("demo")
+  c.data.template = "llama3"
+  c.data.prompts = "ours"
+  c.data.paths = ""  # set by the demo: its own question records (reasoning) or none (summary: chain_source)
+  c.data.max_len = max_len  # prompt + G x (max_new_tokens + 1): one group per row
+  c.loss_chunk = max_len
+  c.mesh.fsdp = 1
+  c.optim.lr = lr
+  c.optim.total_steps = steps
+  c.optim.warmup_ratio = 0.0
+  c.optim.final_lr_ratio = 1.0  # constant: a segment resumed with more total_steps continues the same schedule
+  c.optim.weight_decay = 0.0
+  c.checkpoint.every = 0  # the final state of each segment only
+  c.log_every = 1
+  c.export_params = True
+  g = c.grpo
+  g.agent = agent
+  g.num_generations = generations  # G
+  g.questions_per_step = questions  # B
+  g.max_new_tokens = max_new_tokens
+  g.temperature = 1.0  # the reasoning agent's: dpo_iterative.sample_temperature (set in get_config)
+  g.top_p = 0.95  # = the DPO rounds' datagen.progressive.top_p
+  g.rewards = ("answer",)  # the final answer right (reasoning: the total its chain reaches)
+  g.reward_weights = (1.0,)
   return c
 
 
@@ -74,7 +106,10 @@ def get_config(arg: str = ""):
   # max_len: above the longest example of each job (an over-long reply loses its end: the total)
   c.reasoning = _train(train_base.base("sft", "tiny"), 600, 1e-3, 160)  # reasoning agent (reasoning_sft)
   c.summary = _train(train_base.base("sft", "tiny"), 300, 3e-3, 192)  # summary agent (summary_sft [+ slips])
-  c.direct = _train(train_base.base("sft", "tiny"), 200, 3e-3, 72)  # baseline: question -> answer
+  # baseline: question -> answer. At max_len 72 the loader skipped the long perception questions as over-long (prompt
+  # alone 69-85 tokens; 2388 records skipped in 200 steps) and the model answered a number to every perception
+  # question (0.0%; so did a 400-step lr 1e-3 probe): 96 holds every question
+  c.direct = _train(train_base.base("sft", "tiny"), 200, 3e-3, 96)
   # baseline: one model writing chain and answer; trained on the reasoning agent's chains, each followed by its
   # answer, starting from the reasoning agent (a chain writer already: it learns to end with the answer)
   c.cot = _train(train_base.base("sft", "tiny"), 200, 1e-3, 184)
@@ -87,16 +122,20 @@ def get_config(arg: str = ""):
   # iterative DPO of the reasoning agent; the demo sets start_model and the tokenizer paths at run time
   i = c.dpo_iterative = dpo_iterative.get_config("tiny")
   i.rounds = 3
-  # sampling temperature of the reasoning agent's chains (and of the chain accuracy): at 0.7 the SFT agents' chains
-  # were 95-99% right (2-17 pairs per round, measured); at 1.0, 93% (26-65 pairs)
-  i.sample_temperature = 1.0
+  # sampling temperature of the reasoning agent's chains (DPO rounds, GRPO rollouts, the chain accuracy): at 0.7 the
+  # SFT agents' chains were 95-99% right (2-17 pairs per round of 250 x 4 chains, measured); at 1.0, 93-99% (6-65
+  # pairs). Held-out chains right, 600-step SFT agents of three seeds (s0, s1, s2): T 1.3: s1 89%, s0 80% (on the DPO
+  # questions: 211 pairs from 128 x 8 chains); T 1.4: s2 41%; T 1.45: s1 32%; T 1.5: s0 26%; T 2.0: s0 3%. At 1.35
+  # the SFT agent leaves headroom (RL / DPO must make the agent's right chains likelier than its sampling noise)
+  i.sample_temperature = 1.35
   i.datagen = datagen.get_config()
   i.datagen.update(c.datagen)  # the demo's world and assessment ...
   i.datagen.world.kinds = "count"  # ... on reasoning questions (chains that reach a total the scorer can check)
   i.datagen.world.split = "dpo"  # questions of their own, neither training nor held-out ones
-  i.datagen.questions = "synthetic:250"  # questions sampled by the reasoning agent per round
+  i.datagen.questions = "synthetic:128"  # questions sampled by the reasoning agent per round (GRPO asks the same)
   i.datagen.synthesis = "chains"
-  i.datagen.progressive.paths_per_question = 4
+  i.datagen.progressive.paths_per_question = 8  # a round samples 128 x 8 = 1024 chains
+  i.datagen.assembly.pairs_per_question = 4  # best vs worst chain, walking inward: up to 4 pairs per question
   i.datagen.progressive.max_chain_tokens = c.reasoning_max_new_tokens
   i.datagen.backend.template = c.reasoning.data.template
   i.datagen.backend.batch_size = c.eval_batch_size
@@ -106,4 +145,13 @@ def get_config(arg: str = ""):
   i.train = _train(dpo.get_config("tiny"), 40, 3e-5, 160, batch=8)
   i.train.dpo.sft_weight = 1.0  # the released Insight-V code's NLL term on the chosen chain
   i.train.optim.warmup_ratio = 0.0
+
+  # GRPO of the SFT reasoning agent on the DPO rounds' questions (data/rl_questions.jsonl), in grpo_points segments
+  # of as many rollouts as one DPO round samples chains (pipelines/demo_rl.py): point k and round k have sampled
+  # the same number of chains
+  c.grpo_points = i.rounds
+  c.grpo = _rl("reasoning", 0, 3e-4, c.reasoning_max_new_tokens, 896)  # total_steps: set per segment
+  c.grpo.grpo.temperature = i.sample_temperature
+  # J-GRPO of the SFT summary agent on the SFT reasoning agent's own chains (DPO round 1's samples)
+  c.summary_rl = _rl("summary", 30, 3e-4, c.answer_max_new_tokens, 320)
   return c

@@ -9,9 +9,12 @@ Per seed (pipelines/demo_seed.py; jobs run side by side in `workers` processes):
   3-4. SFT: the reasoning agent, the summary agent, and two single-model baselines (direct answer; chain-of-thought
      in one model, which starts from the reasoning agent)          -> seed_<s>/{reasoning,summary,direct,cot}/
   5. iterative DPO of the reasoning agent (sample -> assess -> pairs -> DPO, K rounds)  -> seed_<s>/dpo/round_k/
-  6. evaluation on held-out questions and the reasoning agent's chain accuracy per round -> seed_<s>/eval/
+  6. GRPO of the SFT reasoning agent on the same questions, at the DPO rounds' sampling budgets, and J-GRPO of the
+     summary agent on the reasoning agent's own chains (pipelines/demo_rl.py)   -> seed_<s>/{grpo,summary_rl}/
+  7. evaluation on held-out questions and the reasoning agent's chain accuracy per stage -> seed_<s>/eval/
 Then report.md: mean ± std over seeds, min-max, the Wilson interval of the pooled answers, reasoning vs
-perception questions, the chain accuracy per DPO round, and PNG plots (pipelines/demo_report.py).
+perception questions, chain accuracy against the sampling budget (DPO rounds, GRPO points), the claims judged,
+and PNG plots (pipelines/demo_report.py).
 Every stage is resumable: rerunning with the same --workdir skips what is finished.
 """
 
@@ -34,12 +37,13 @@ from insightv_jax.data import prompts, records
 from insightv_jax.data.tokenizer import train_bpe
 from insightv_jax.scoring import extract
 from insightv_jax.utils.files import is_done, mark_done
-from pipelines import demo_seed
+from pipelines import demo_eval, demo_rl, demo_seed
 from pipelines.demo_report import write_report
 from pipelines.demo_seed import Paths
 
 # relative cost of each job, for the schedule (longest remaining path first); measured on the default config
-COST = {"reasoning": 3.0, "summary": 2.0, "direct": 1.0, "cot": 1.0, "dpo": 2.0, "eval": 1.0}
+COST = {"reasoning": 3.0, "summary": 2.0, "direct": 1.0, "cot": 1.0, "dpo": 2.0, "grpo": 2.0, "summary_rl": 1.0,
+        "eval": 1.5}
 
 
 def run_demo(cfg, wd: str) -> dict:
@@ -83,8 +87,12 @@ def run_demo(cfg, wd: str) -> dict:
       jobs[f"seed {s} {name}"] = _Job(demo_seed.train_job, (cfg, wd, s, name),
                                       (f"seed {s} {bases[name]}",) if name in bases else (), name)
     jobs[f"seed {s} dpo"] = _Job(demo_seed.dpo_job, (cfg, wd, s), (f"seed {s} reasoning",), "dpo")
-    jobs[f"seed {s} eval"] = _Job(demo_seed.eval_job, (cfg, wd, s),
-                                  tuple(f"seed {s} {n}" for n in (*demo_seed.SFT_JOBS, "dpo")), "eval")
+    jobs[f"seed {s} grpo"] = _Job(demo_rl.grpo_job, (cfg, wd, s), (f"seed {s} reasoning",), "grpo")
+    # its chains: the SFT reasoning agent's samples of DPO round 1
+    jobs[f"seed {s} summary_rl"] = _Job(demo_rl.summary_rl_job, (cfg, wd, s), (f"seed {s} summary", f"seed {s} dpo"),
+                                        "summary_rl")
+    jobs[f"seed {s} eval"] = _Job(demo_eval.eval_job, (cfg, wd, s), tuple(
+        f"seed {s} {n}" for n in (*demo_seed.SFT_JOBS, "dpo", "grpo", "summary_rl")), "eval")
   t = time.time()
   job_seconds = _run_jobs(jobs, cfg.workers, log_dir=os.path.join(wd, "logs"), cache=os.path.join(wd, "jax_cache"))
   timings[f"{len(seeds)} seeds ({cfg.workers} workers side by side)"] = time.time() - t
@@ -100,13 +108,16 @@ def run_demo(cfg, wd: str) -> dict:
 
 
 def _write_data(cfg, p: Paths, world: World) -> None:
-  """The baselines' sets, the summary agent's slipped chains and the held-out questions."""
+  """The baselines' sets, the summary agent's slipped chains, the held-out questions and GRPO's questions."""
   os.makedirs(p.data, exist_ok=True)
   train_questions = [world.question(i, "train") for i in range(cfg.n_train)]
   records.write_array_record(os.path.join(p.data, "direct.arrayrecord"), train_questions)
   records.write_array_record(os.path.join(p.data, "cot.arrayrecord"),
                              _cot_records(train_questions, p.dataset("reasoning_sft")))
   records.write_jsonl(p.test, (world.question(i, "test") for i in range(cfg.n_test)))
+  dpo_world = pipeline.make_world(cfg.dpo_iterative.datagen)  # the DPO rounds' questions, for GRPO
+  records.write_jsonl(p.rl_questions, (dpo_world.question(i, cfg.dpo_iterative.datagen.world.split)
+                                       for i in range(demo_rl.dpo_questions(cfg))))
   records.write_array_record(os.path.join(p.data, "slips.arrayrecord"), _slip_records(cfg, world, train_questions))
 
 

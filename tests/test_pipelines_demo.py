@@ -1,6 +1,6 @@
-"""The demo pipeline (pipelines/demo.py) end to end on a tiny config: shared data, two seeds of every job, one
-DPO round, the evaluation and the multi-seed report. The demo's own config is only shrunk, never rewritten, so
-this guards the code path `make demo` takes."""
+"""The demo pipeline (pipelines/demo.py) end to end on a tiny config: shared data, two seeds of every job (SFT,
+one DPO round, one GRPO point, J-GRPO of the summary agent), the evaluation and the multi-seed report. The demo's
+own config is only shrunk, never rewritten, so this guards the code path `make demo` takes."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def tiny_demo_config():
   i.datagen.progressive.paths_per_question = 2
   i.epochs, i.train.optim.total_steps = 0.0, 2
   i.train.data.batch_size = 2
+  i.datagen.questions = "synthetic:4"  # 4 x 2 = 8 chains per round = 2 GRPO rollouts of 2 questions x 2 replies
+  c.grpo_points = 1
+  for rl, max_len in ((c.grpo, 128), (c.summary_rl, 192)):
+    rl.grpo.questions_per_step, rl.grpo.num_generations = 2, 2
+    rl.data.max_len = rl.loss_chunk = max_len
+  c.grpo.grpo.max_new_tokens = 16
+  c.summary_rl.optim.total_steps = 2
   return c
 
 
@@ -45,9 +52,12 @@ def test_demo_writes_the_multi_seed_report(tmp_path):
   report = open(os.path.join(wd, "report.md")).read()
   for split in ("reasoning", "perception", "all"):
     assert f"## Accuracy on held-out {split} questions" in report
-  assert "| two agents + DPO round 1 |" in report and "| system | mean ± std (%) |" in report
-  assert "## Reasoning agent per DPO round" in report and "| 0 | " in report and "| 1 | " in report
-  for png in ("accuracy.png", "dpo_rounds.png", "training_curves.png"):
+  assert "| two agents, reasoner after DPO round 1 |" in report and "| system | mean ± std (%) |" in report
+  assert "| two agents, summary agent after J-GRPO |" in report
+  assert "| two agents, reasoner after GRPO (8 chains) |" in report
+  assert "| SFT (0) |" in report and "| iterative DPO (8) |" in report and "| GRPO (8) |" in report
+  assert "**GRPO vs iterative DPO at the same budget (8 chains sampled)**" in report
+  for png in ("accuracy.png", "budget.png", "rl_training.png", "training_curves.png"):
     assert os.path.getsize(os.path.join(wd, png)) > 1000
   with open(os.path.join(wd, "report.json")) as f:
     saved = json.load(f)
@@ -55,8 +65,15 @@ def test_demo_writes_the_multi_seed_report(tmp_path):
   two = saved["systems"]["two agents (SFT)"]
   assert len(two["reasoning"]["per_seed"]) == 2 and two["all"]["n"] == 2 * 12
   assert two["reasoning"]["n"] + two["perception"]["n"] == two["all"]["n"]
-  assert [len(c["per_seed"]) for c in saved["chain_accuracy"]] == [2, 2]
+  chains = saved["chain_accuracy"]
+  assert [p["chains_sampled"] for p in chains["GRPO"]] == [0, 8]
+  assert [p["chains_sampled"] for p in chains["iterative DPO"]] == [0, 8]
+  assert [len(p["per_seed"]) for p in chains["GRPO"]] == [2, 2]
   assert out["chain_accuracy"] == saved["chain_accuracy"]
+  for s in (0, 1):  # GRPO's point model, the J-GRPO run's metrics (2 rollouts)
+    assert os.path.isdir(os.path.join(wd, f"seed_{s}", "grpo", "point_1"))
+    with open(os.path.join(wd, f"seed_{s}", "summary_rl", "metrics.jsonl")) as f:
+      assert [json.loads(line)["step"] for line in f] == [1, 2]
 
 
 @pytest.mark.parametrize("value", ["cot:reasonin", "cot", "cot:cot", "cot:reasoning,reasoning:summary"])
