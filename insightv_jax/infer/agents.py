@@ -22,13 +22,11 @@ import dataclasses
 import warnings
 from typing import Sequence
 
-import jax.numpy as jnp
-import numpy as np
 from PIL import Image
 
 from insightv_jax.data import prompts, templates
-from insightv_jax.data.images import ImageProcessorConfig, preprocess, stack_batch
-from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
+from insightv_jax.data.images import ImageProcessorConfig, preprocess
+from insightv_jax.infer import replies as replies_lib
 
 # The tags that end each role's reply besides the template's end-of-turn (`Agent(stop_tokens=...)`): a reasoning
 # reply ends with its chain (</thoughts>); a chain-of-thought reply must not, its <output> follows the chain.
@@ -61,7 +59,7 @@ class Agent:
 
   def __init__(self, model, tokenizer, template: str, gen: GenerationConfig = GenerationConfig(),
                stop_tokens: Sequence[str] = REASONING_STOP_TOKENS,
-               preset: str | prompts.PromptPreset = "ours"):
+               preset: str | prompts.PromptPreset = prompts.DEFAULT_PRESET):
     """stop_tokens: tags that end a reply besides the template's end-of-turn (a chain-of-thought reply must
     not stop at </thoughts>, its answer follows). preset: how `reason` / `two_agents` / the baselines prompt
     this agent ("ours" | "insightv", or a `prompts.PromptPreset`)."""
@@ -70,9 +68,7 @@ class Agent:
     self.template = templates.TEMPLATES[template]
     self.proc = ImageProcessorConfig.for_model(model.cfg)
     self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stops = [self.template.stop, *stop_tokens]
-    self.eos_ids = sorted({i for i in (tokenizer.convert_tokens_to_ids(s) for s in stops)
-                           if i is not None and i != tokenizer.unk_token_id})
+    self.eos_ids = replies_lib.stop_ids(tokenizer, self.template, stop_tokens)
     self.stop_strings = [self.template.stop]
 
   def with_generation(self, **changes) -> Agent:
@@ -108,8 +104,9 @@ class Agent:
     return out
 
   def _batch(self, convs, images, seeds: Sequence[int], n: int, prompts_per_call: int) -> list[str]:
-    """One generate call: prompts left-padded to a length bucket, padded to `prompts_per_call` prompts (one
-    compiled program per prompt-length bucket), n samples each."""
+    """One generate call (`replies.sample_replies`, as GRPO rollouts run it): prompts left-padded to a length
+    bucket, padded to `prompts_per_call` prompts (one compiled program per prompt-length bucket), n samples each;
+    each reply cut after its first stop id (a sampled <image> ends it before that token)."""
     encoded, slots = [], []  # slots: `preprocess` outputs, None = no image (stack_batch's empty slot)
     for conv, image in zip(convs, images):
       counts = []
@@ -122,26 +119,12 @@ class Agent:
       ids, _ = prompts.encode(self.tokenizer, self.template, conv, image_token_id=self.model.cfg.image_token_index,
                               image_token_counts=counts, prompt=True)
       encoded.append(ids)
-    p = prompts_per_call
-    t = bucket_length(max(len(x) for x in encoded))
-    ids = np.full((p, t), self.pad_id, np.int32)
-    mask = np.zeros((p, t), np.int32)
-    for r, x in enumerate(encoded):
-      ids[r, t - len(x):] = x
-      mask[r, t - len(x):] = 1
-    mask[len(encoded):, -1] = 1  # filler rows: one token so no row is empty
-    pv, sz = stack_batch(slots + [None] * (p - len(slots)), num_tiles=self.proc.num_tiles, tile=self.proc.tile)
     g = self.gen
-    toks = np.asarray(generate(self.model, ids, jnp.asarray(pv), jnp.asarray(sz), mask,
-                               max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
-                               top_k=g.top_k, eos_ids=self.eos_ids, pad_id=self.pad_id,
-                               seed=list(seeds) + [0] * ((p - len(encoded)) * n), num_samples=n))
-    replies = []
-    for r in range(len(encoded) * n):
-      row = [int(x) for x in toks[r] if x != self.pad_id]
-      text = self.tokenizer.decode(row, skip_special_tokens=False)
-      replies.append(truncate_at_stop_strings(text, self.stop_strings).strip())
-    return replies
+    out = replies_lib.sample_replies(self.model, encoded, slots, rows=prompts_per_call, num_samples=n,
+                                     max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+                                     top_k=g.top_k, eos_ids=self.eos_ids, pad_id=self.pad_id, seeds=seeds,
+                                     proc=self.proc)
+    return [replies_lib.reply_text(self.tokenizer, r, self.stop_strings) for r in out]
 
 
 def reason(reasoner: Agent, examples: Sequence[Example], *, seed_offset: int = 0) -> list[str]:

@@ -9,11 +9,12 @@
 
 The prompt ids are `prompts.prompt_ids(...)`: the conversation of `preset.messages(role, question, chain)` through
 `prompts.encode(..., prompt=True)`, what `Agent.complete` sends (tests/test_train_grpo_loop.py checks the replies
-equal the Agent's with the same seeds). A reply is kept up to and including its first stop id (the template's
-end-of-turn and the role's stop tags, `agents.REASONING_STOP_TOKENS` by default), or all max_new_tokens when it
-never stops (a sampled `<image>` token ends it before that token); its text is decoded with special tokens kept, cut
-at the template's stop string and stripped, as `Agent` does. Prompts are left-padded to a 64-token bucket and the
-batch to `prompts_per_call` prompts, so one compiled sampler serves every call of a run.
+equal the Agent's with the same seeds). The batching, the reply cut and the decoding are `infer.replies`', which
+`Agent.complete` runs too: a reply is kept up to and including its first stop id (the template's end-of-turn and
+the role's stop tags, `agents.REASONING_STOP_TOKENS` by default), or all max_new_tokens when it never stops (a
+sampled `<image>` token ends it before that token); its text is decoded with special tokens kept, cut at the
+template's stop string and stripped. Each call holds `prompts_per_call` prompts (the last padded with filler
+rows), so one compiled sampler serves every call of a run.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from insightv_jax.data import prompts, templates
 from insightv_jax.data.group_rows import Group
-from insightv_jax.data.images import ImageProcessorConfig, preprocess, stack_batch
+from insightv_jax.data.images import ImageProcessorConfig, preprocess
+from insightv_jax.infer import replies as replies_lib
 from insightv_jax.infer.agents import REASONING_STOP_TOKENS
-from insightv_jax.infer.sampler import bucket_length, generate, truncate_at_stop_strings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,29 +64,13 @@ def build_prompt(tokenizer, template: str, preset: str | prompts.PromptPreset, r
 
 
 def stop_ids(tokenizer, template: str, stop_tokens: Sequence[str] = REASONING_STOP_TOKENS) -> list[int]:
-  """The ids that end a reply: the template's end-of-turn and `stop_tokens`, as `Agent` computes them."""
-  stops = [templates.TEMPLATES[template].stop, *stop_tokens]
-  return sorted({i for i in (tokenizer.convert_tokens_to_ids(s) for s in stops)
-                 if i is not None and i != tokenizer.unk_token_id})
-
-
-def cut_at_stop(row: np.ndarray, eos_ids: Sequence[int], image_token_id: int | None = None) -> np.ndarray:
-  """Sampled tokens [max_new] -> the reply up to and including its first stop id (all of it if none).
-
-  A sampled image token (an untrained model may draw `<image>`, which has no embedding of its own: its position
-  takes image features) ends the reply before it, as if the reply had stopped there."""
-  row = np.asarray(row, np.int32)
-  if image_token_id is not None:
-    bad = np.flatnonzero(row == image_token_id)
-    row = row[:bad[0]] if len(bad) else row
-  hit = np.flatnonzero(np.isin(row, np.asarray(eos_ids, np.int32)))
-  return row[:hit[0] + 1] if len(hit) else row
+  """The ids that end a reply of the role whose stop tags are `stop_tokens` (`replies.stop_ids`)."""
+  return replies_lib.stop_ids(tokenizer, template, stop_tokens)
 
 
 def reply_text(tokenizer, template: str, ids: np.ndarray) -> str:
-  """A reply's ids -> its text as the agents decode it (special tokens kept, cut at the template's stop, stripped)."""
-  text = tokenizer.decode([int(x) for x in ids], skip_special_tokens=False)
-  return truncate_at_stop_strings(text, [templates.TEMPLATES[template].stop]).strip()
+  """A reply's ids -> its text as the agents decode it (`replies.reply_text` at the template's stop)."""
+  return replies_lib.reply_text(tokenizer, ids, [templates.TEMPLATES[template].stop])
 
 
 def sample_groups(model, tokenizer, template: str, prompt_list: Sequence[Prompt], *, num_samples: int,
@@ -101,28 +85,18 @@ def sample_groups(model, tokenizer, template: str, prompt_list: Sequence[Prompt]
   n = int(num_samples)
   if len(seeds) != len(prompt_list) * n:
     raise ValueError(f"{len(seeds)} seeds for {len(prompt_list)} prompts x {n} samples")
-  proc = proc or ImageProcessorConfig.for_model(model.cfg)
   eos_ids = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer, template)
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   per_call = prompts_per_call or len(prompt_list)
   groups, texts, count = [], [], 0
   for start in range(0, len(prompt_list), per_call):
     chunk = prompt_list[start:start + per_call]
-    t = bucket_length(max(len(p.ids) for p in chunk))
-    ids = np.full((per_call, t), pad_id, np.int32)
-    mask = np.zeros((per_call, t), np.int32)
-    for r, p in enumerate(chunk):
-      ids[r, t - len(p.ids):] = p.ids
-      mask[r, t - len(p.ids):] = 1
-    mask[len(chunk):, -1] = 1  # filler rows: one token so no row is empty
-    pv, sz = stack_batch([p.image for p in chunk] + [None] * (per_call - len(chunk)), num_tiles=proc.num_tiles,
-                         tile=proc.tile)
-    row_seeds = list(seeds[start * n:(start + len(chunk)) * n]) + [0] * ((per_call - len(chunk)) * n)
-    toks = np.asarray(generate(model, ids, jnp.asarray(pv), jnp.asarray(sz), mask, max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, top_k=top_k, eos_ids=eos_ids, pad_id=pad_id,
-                               seed=row_seeds, num_samples=n))
+    out = replies_lib.sample_replies(model, [p.ids for p in chunk], [p.image for p in chunk], rows=per_call,
+                                     num_samples=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                                     top_p=top_p, top_k=top_k, eos_ids=eos_ids, pad_id=pad_id,
+                                     seeds=seeds[start * n:(start + len(chunk)) * n], proc=proc)
     for i, p in enumerate(chunk):
-      replies = [cut_at_stop(toks[i * n + s], eos_ids, model.cfg.image_token_index) for s in range(n)]
+      replies = out[i * n:(i + 1) * n]
       count += sum(len(r) for r in replies)
       texts += [reply_text(tokenizer, template, r) for r in replies]
       groups.append(Group(p.ids, replies, [p.image] if p.image is not None else []))
