@@ -8,7 +8,9 @@ Each step: `grpo.questions_per_step` questions -> G = `grpo.num_generations` sam
 question) -> rewards -> group advantages -> `grpo.num_iterations` optimizer steps over the group rows (each
 micro-batched by optim.accum_steps). optim.total_steps counts optimizer steps (rollouts x num_iterations). The
 model, mesh, freezing, remat and checkpoint fields are train_base.py's; data.max_len is the row length of the group
-rows (prompt + G x (max_new_tokens + 1) per group, groups_per_row groups per row).
+rows (prompt + G x (max_new_tokens + 1) per group, groups_per_row groups per row). Questions: `question` records, or
+LLaVA conversation JSON with --config.data.format=llava (question: the first human turn; gold answer: the record's
+`answer` field, else the last gpt turn's final answer; pipelines/grpo_questions.py).
 """
 
 import ml_collections
@@ -26,15 +28,27 @@ def get_config(variant: str = "tiny"):
   # summary agent: comma-separated files of summary_sft or path records (pipelines/grpo_questions.py)
   g.chain_source = ""
   g.num_generations = 8  # G: replies sampled per question (>= 2: advantages compare replies within a group)
-  g.questions_per_step = 16  # B: questions per rollout (rows = B / groups_per_row; divisible by mesh data x fsdp)
+  # B: questions per rollout, global (rows = B / groups_per_row; divisible by mesh data x fsdp and by the process
+  # count: each process samples its share, questions_per_step / processes)
+  g.questions_per_step = 16
   g.groups_per_row = 1  # questions packed per group row (each row gets that many image slots)
   g.temperature = 1.0  # sampling temperature; the loss's log-probs are of logits / temperature (as TRL)
   g.top_p = 1.0  # nucleus sampling (1.0 = off)
   g.top_k = 0  # top-k sampling (0 = off)
   g.max_new_tokens = 256  # reply budget; a reply that has not stopped by then is cut (and trained as sampled)
   g.prompts_per_call = 0  # prompts per sampler call (0: all B questions in one call)
-  g.rewards = ("answer", "format")  # by name (insightv_jax/train/rewards.py REWARDS): answer | format | length
+  # by name (insightv_jax/train/rewards.py REWARDS): answer | format | length | verdict (summary agent: its stated
+  # verdict on the chain is the truth about it; None for a preset that writes no verdict)
+  g.rewards = ("answer", "format")
   g.reward_weights = (1.0, 0.2)  # one weight per reward; the total is the weighted sum (NaN entries skipped)
+  # reasoning agent: whose answer the `answer` reward scores: "chain" (the answer the chain reaches) | "summary"
+  # (a frozen summary agent reads each sampled chain and answers: what counts at inference, the two-agent pipeline)
+  g.reward_judge = "chain"
+  # reward_judge="summary": the frozen summary agent's model, a model spec as model.init takes it (params:<dir> |
+  # hf:<dir> | llava:<dir>); prompted with data.template / data.prompts and the run's tokenizer, greedy, all B x G
+  # chains of a rollout in one call
+  g.summary_model = ""
+  g.summary_max_new_tokens = 64  # the frozen summary agent's reply budget
   g.min_steps = 2  # format reward: steps the reasoning chain must hold
   g.length_budget = 512  # length reward: words without penalty ...
   g.length_interval = 128  # ... then linearly down to -1 over this many more (DAPO's soft overlong penalty)

@@ -240,6 +240,8 @@ def build_material(root: str, tiny_cfg) -> dict:
   m["questions_cut"] = _write(f"{root}/bad/questions.jsonl", open(f"{d}/train.jsonl").readline() + "{\"kind\": \"qu")
   m["questions_no_answer"] = _write(f"{root}/bad/no_answer.jsonl", "".join(
       json.dumps({k: v for k, v in q.items() if k != "answer"}) + "\n" for q in questions[:2]))
+  m["llava_no_answer"] = _write(f"{root}/bad/llava_no_answer.json", json.dumps(  # a DPO pair: no gold answer
+      [{"id": "p0", "prompt": "What is this?", "chosen": "A cat.", "rejected": "A dog."}]))
   m["a_file"] = m["sft"]
   return m
 
@@ -425,6 +427,13 @@ CASES = [
          ("--config.grpo.num_generations=1", "G >= 2")),
     Case("train", "grpo-summary-without-chains", {**GRPO, "config.grpo.agent": "summary"},
          ("--config.grpo.agent=summary", "--config.grpo.chain_source")),
+    Case("train", "grpo-reward-judge-unknown", {**GRPO, "config.grpo.reward_judge": "sumary"},
+         ("--config.grpo.reward_judge='sumary'", "chain", "summary")),
+    Case("train", "grpo-summary-judge-without-model", {**GRPO, "config.grpo.reward_judge": "summary"},
+         ("--config.grpo.reward_judge=summary", "--config.grpo.summary_model")),
+    Case("train", "grpo-llava-questions-without-answers", {**GRPO, "config.data.paths": "{llava_no_answer}",
+                                                           "config.data.format": "llava"},
+         ("llava_no_answer.json[0]", "id='p0'", "no usable answer")),
     # insightv-convert
     Case("convert", "input-missing", {"input": "{w}/nope"}, ("--input", "nope")),
     Case("convert", "input-wrong-type", {"input": "{a_file}"}, ("--input", "not a folder")),

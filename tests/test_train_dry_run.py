@@ -45,3 +45,29 @@ def test_dry_run_compiles_the_8b_dpo_step_with_its_reference_model(tmp_path):
   from insightv_jax.train.state import model_config
   mc = model_config(get_config("8b").model)
   assert report["model_TFLOPs_per_step"] == round(train_flops(mc, 1024, 8, report["tiles_per_row"]) / 1e12, 1)
+
+
+def test_dry_run_compiles_the_8b_grpo_step_and_counts_the_rollout_cache(tmp_path):
+  """The GRPO step (group rows [prompt | reply_1 | ... | reply_G], a frozen reference since beta > 0) compiles from
+  configs/grpo.py:8b, and the report counts the sampler's B x G KV cache."""
+  report = _dry_run(tmp_path, "grpo", "--config.data.max_len=512", "--config.grpo.num_generations=4",
+                    "--config.grpo.max_new_tokens=32", "--config.grpo.questions_per_step=8",
+                    "--config.grpo.prompts_per_call=4", "--config.grpo.beta=0.04")
+  assert report["task"] == "grpo" and report["reference_model"] and report["mesh"]["fsdp"] == 8
+  assert report["batch"] == 8 and report["seq"] == 512
+  state = report["state_GiB_per_device"]
+  assert 0.9 * state["params"] < state["ref_params"] < state["params"]
+  assert report["per_device_GiB"]["arguments"] >= state["params"] + state["ref_params"] + state["opt_state"]
+  # the KV cache by hand: LLaMA-3-8B holds 32 layers x (k, v) x 8 kv heads x 128 dims in bf16 per slot, plus the
+  # int32 segment ids; prompt = 512 - 4 x 33 = 380 tokens, + 32 reply slots; rows = prompts x G
+  rollout = report["rollout"]
+  assert rollout["prompt_tokens"] == 380 and rollout["cache_slots"] == 412
+  per_row = 412 * (32 * 2 * 8 * 128 * 2 + 4) / 2**30
+  assert abs(rollout["kv_cache_GiB_per_call"] - 4 * 4 * per_row) < 1e-3
+  assert abs(rollout["kv_cache_GiB_all_B_x_G_per_device"] - 8 * 4 * per_row / 8) < 1e-3
+  # one optimizer step: 8 group rows forward + backward, and the reference's forward (a third of it)
+  from configs.grpo import get_config
+  from insightv_jax.train.flops import train_flops
+  from insightv_jax.train.state import model_config
+  mc = model_config(get_config("8b").model)
+  assert report["model_TFLOPs_per_step"] == round(train_flops(mc, 512, 8, 5) * 4 / 3 / 1e12, 1)

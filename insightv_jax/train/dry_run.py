@@ -12,6 +12,8 @@ Use it to pick a mesh and sequence length for an 8B run before asking for hardwa
         --config.mesh.fsdp=64 --config.data.max_len=4096
     insightv-train --config=configs/dpo.py:8b --workdir=/tmp/dry --dry_run --dry_run_devices=8 \
         --config.data.max_len=4096 --config.data.batch_size=8
+    insightv-train --config=configs/grpo.py:8b --workdir=/tmp/dry --dry_run --dry_run_devices=8 \
+        --config.optim.accum_steps=8        # GRPO: also prints the rollout's B x G KV cache ("rollout")
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ def dry_run(config, n_devices: int) -> dict:
   if len(jax.devices()) < n_devices:
     raise RuntimeError(f"--dry_run_devices={n_devices} but JAX already started with {len(jax.devices())} devices; "
                        "run the dry run in a fresh process")
-  task = tasks.get(config.task)
+  if config.task == "grpo":  # GRPO's step (its loop is pipelines/grpo.py): group rows + the rollout's KV cache
+    from insightv_jax.train import grpo_steps
+    task = grpo_steps.TASK
+  else:
+    task = tasks.get(config.task)
   mc = state_lib.model_config(config.model)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
                             devices=jax.devices()[:n_devices])
@@ -56,6 +62,10 @@ def dry_run(config, n_devices: int) -> dict:
       "model_TFLOPs_per_step": round(task.step_flops(config, mc) / 1e12, 1),
       "xla_TFLOPs_per_step_scan_body_once": round(float(cost.get("flops", 0.0)) / 1e12, 1),
   }
+  if config.task == "grpo":  # rows: questions_per_step / groups_per_row; and the sampler's KV cache
+    geo = grpo_steps.geometry(config, mc)
+    report.update(batch=geo.rows, tiles_per_row=geo.num_tiles * geo.images_per_row,
+                  rollout=task.rollout_memory(config, mc, mesh))
   print(json.dumps(report, indent=2))
   return report
 

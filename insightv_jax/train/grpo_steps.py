@@ -5,6 +5,9 @@ the loss function of the train step (`steps.make_train_step`'s contract: summed 
     step = steps.make_train_step(graphdef, functools.partial(grpo_loss_fn, loss_type="dapo", ...), tx, trainable)
     state, metrics = step(state, batch)
     metrics.update(losses.grpo_metrics(metrics))                       # kl, clip fractions, ratio mean
+    loss_fn = loss(config)                                             # the run's grpo_loss_fn, from configs/grpo.py
+    TASK.abstract_batch(config, model_cfg, mesh)                       # the dry run's view (tasks.Task interface)
+    TASK.rollout_memory(config, model_cfg, mesh)                       # the B x G sampling KV cache, GiB
 
 Log-probs are those of the sampling distribution: logits / temperature (TRL computes them the same way), so with
 old_logps = None (one optimizer step per rollout, TRL's num_iterations = 1) the ratio is exactly 1.
@@ -12,12 +15,19 @@ old_logps = None (one optimizer step per rollout, TRL's num_iterations = 1) the 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from insightv_jax.data.batches import Geometry
 from insightv_jax.data.group_rows import GroupBatch
-from insightv_jax.train import losses
+from insightv_jax.data.images import ImageProcessorConfig
+from insightv_jax.model.llm import KVCache
+from insightv_jax.train import flops, losses, tasks
 from insightv_jax.train import state as state_lib
 
 
@@ -73,3 +83,69 @@ def grpo_loss_fn(graphdef, params, batch: GroupBatch, ref_params=None, *, loss_t
                           loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta,
                           importance_sampling_level=importance_sampling_level,
                           max_completion_length=max_completion_length or L)
+
+
+def loss(config):
+  """configs/grpo.py's loss -> loss_fn(graphdef, params, batch, ref_params) for `steps.make_train_step`."""
+  g = config.grpo
+  return functools.partial(grpo_loss_fn, loss_type=g.loss_type, epsilon=g.epsilon,
+                           epsilon_high=g.epsilon_high or None, beta=g.beta,
+                           importance_sampling_level=g.importance_sampling_level, temperature=g.temperature,
+                           chunk=config.loss_chunk)
+
+
+def geometry(config, model_cfg, process_count: int = 1) -> Geometry:
+  """The group rows' shapes: rows = questions_per_step / groups_per_row (/ process_count: this process's share),
+  one image slot per group."""
+  g = config.grpo
+  proc = ImageProcessorConfig.for_model(model_cfg)
+  return Geometry(rows=g.questions_per_step // g.groups_per_row // process_count, max_len=config.data.max_len,
+                  images_per_row=g.groups_per_row, num_tiles=proc.num_tiles, tile=proc.tile)
+
+
+def abstract_batch(config, model_cfg, mesh) -> GroupBatch:
+  """The GLOBAL GroupBatch the compiled step takes (old_logps when num_iterations > 1)."""
+  g = config.grpo
+  return GroupBatch.abstract(geometry(config, model_cfg), g.groups_per_row * g.num_generations, g.max_new_tokens,
+                             mesh, old_logps=g.num_iterations > 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class GrpoTask(tasks.Task):
+  """The GRPO step in the `tasks.Task` interface the dry run reads (the loop itself is pipelines/grpo.py): group
+  rows, the frozen reference when beta != 0, and the rollout's KV cache (`rollout_memory`)."""
+
+  def abstract_batch(self, config, model_cfg, mesh) -> GroupBatch:
+    return abstract_batch(config, model_cfg, mesh)
+
+  def step_flops(self, config, model_cfg) -> float:
+    """One optimizer step over the group rows (forward + backward), plus the reference's forward when beta != 0."""
+    geo = geometry(config, model_cfg)
+    train = flops.train_flops(model_cfg, geo.max_len, geo.rows, geo.num_tiles * geo.images_per_row)
+    return train * (4.0 / 3.0 if config.grpo.beta else 1.0)
+
+  def rollout_memory(self, config, model_cfg, mesh) -> dict:
+    """The sampler's KV cache (`KVCache.zeros` shapes, compute dtype): one generate call holds prompts_per_call x G
+    rows of (prompt + max_new_tokens) slots, the prompt being what data.max_len leaves after the G replies; the
+    whole rollout, B x G rows. Per device: rows split over the mesh's batch axes (data x fsdp)."""
+    g = config.grpo
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    prompt = config.data.max_len - g.num_generations * (g.max_new_tokens + 1)
+    slots = prompt + g.max_new_tokens
+
+    def gib(prompts: int) -> float:
+      cache = jax.eval_shape(lambda: KVCache.zeros(model_cfg.text, prompts * g.num_generations, slots,
+                                                   jnp.dtype(model_cfg.dtype), stacked=True))
+      return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(cache)) / 2**30
+
+    per_call = g.prompts_per_call or g.questions_per_step
+    return {"prompt_tokens": prompt, "cache_slots": slots, "prompts_per_call": per_call,
+            "kv_cache_GiB_per_call": round(gib(per_call), 3),
+            "kv_cache_GiB_per_call_per_device": round(gib(per_call) / ways, 3),
+            "kv_cache_GiB_all_B_x_G": round(gib(g.questions_per_step), 3),
+            "kv_cache_GiB_all_B_x_G_per_device": round(gib(g.questions_per_step) / ways, 3)}
+
+
+TASK = GrpoTask("grpo", lambda config: GroupBatch, loss=loss,
+                reference=lambda config: "model" if config.grpo.beta != 0.0 else "none",
+                trained_tokens=lambda batch: int(batch.reply_mask.sum()), flops_rows=lambda config: 1)
