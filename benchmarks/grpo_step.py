@@ -37,8 +37,10 @@ Each side runs in its own process (peak memory is its own): (a) two warm-up step
 one by one; (b) one warm-up call, then `--steps` calls, each also with 1 new token (prefill + 1: the rest of a
 call is decode). On a machine shared with other jobs a step is slowed by whatever else runs then, so each side's
 fastest step is its number (the median is printed beside it); ratios are of sides measured in this run, and the
-load average is printed before each side. Before timing, every (a) side computes the first reply's per-token
-log-probs on the same tokens: they must agree to 1e-3 (the max difference is printed; the run fails if not).
+load average is printed before each side. Before timing, every (a) side computes every reply's per-token
+log-probs on the same tokens (the first reply's included): they must agree to 1e-3 (the max difference is
+printed; the run fails if not); that forward alone (no gradient: ours jitted, TRL's `_get_per_token_logps_and_
+entropies` under no_grad) is timed too, `--steps` times, so a step splits into forward and the rest.
 
     python benchmarks/grpo_step.py [--steps=3] [--sides=group,plain,trl,rollout,trl-rollout] [--beta=0]
     python benchmarks/grpo_step.py --small        # quick check: 1 question, G=4, 32-token replies, 420-token prompt
@@ -153,9 +155,10 @@ def side_jax(ckpt: str, steps: int, sz: dict, plain: bool, beta: float) -> dict:
   batch = jax.tree.map(jnp.asarray, batch)
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
-  logp = jax.jit(lambda p, b: grpo_steps.group_logprobs(graphdef, p, b, temperature=TEMPERATURE, chunk=CHUNK))(
-      params, batch)
-  first = packed.from_slots(np.asarray(logp))[0][:sz["reply"]]
+  fwd = jax.jit(lambda p, b: grpo_steps.group_logprobs(graphdef, p, b, temperature=TEMPERATURE, chunk=CHUNK))
+  logp = jax.block_until_ready(fwd(params, batch))
+  _, fwd_times = common.time_calls(lambda: jax.block_until_ready(fwd(params, batch)), steps, warmup=0)
+  logps = packed.from_slots(np.asarray(logp))[:, :sz["reply"]]  # [Q * G, REPLY], question-major
   tx = optax.adamw(LR)
   trainable = jax.tree.map(lambda _: True, params)
   loss_fn = functools.partial(grpo_steps.grpo_loss_fn, loss_type=LOSS_TYPE, epsilon=EPSILON, beta=beta,
@@ -165,9 +168,9 @@ def side_jax(ckpt: str, steps: int, sz: dict, plain: bool, beta: float) -> dict:
   if beta:
     state["ref_params"] = jax.tree.map(jnp.copy, params)
   state, metrics, times, compile_s = common.time_jax_step(step, state, batch, steps)
-  return {"side": "plain" if plain else "group", "times": times, "compile_s": compile_s, "load": load,
-          "loss": float(metrics["loss"]), "logp_first": first.tolist(), "rows": list(batch.tokens.input_ids.shape),
-          "peak_rss_mib": common.peak_rss_mib()}
+  return {"side": "plain" if plain else "group", "times": times, "fwd_times": fwd_times, "compile_s": compile_s,
+          "load": load, "loss": float(metrics["loss"]), "logps": logps.tolist(),
+          "rows": list(batch.tokens.input_ids.shape), "peak_rss_mib": common.peak_rss_mib()}
 
 
 def trl_inputs(cfg, sz: dict):
@@ -230,7 +233,9 @@ def side_trl(ckpt: str, steps: int, sz: dict, beta: float) -> dict:
     att = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
     keep = inputs["completion_ids"].size(1)
     with torch.no_grad():
-      lp, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, att, keep, **seq)
+      fwd = lambda: trainer._get_per_token_logps_and_entropies(trainer.model, ids, att, keep, **seq)[0]
+      lp = fwd()
+      _, fwd_times = common.time_calls(fwd, steps, warmup=0)
     trainer._prepare_inputs = lambda batch: batch  # the rollout + rewards: replaced by the pre-built batch
 
     def one():
@@ -246,7 +251,7 @@ def side_trl(ckpt: str, steps: int, sz: dict, beta: float) -> dict:
       return float(loss)
 
     loss, times = common.time_calls(one, steps)
-  return {"side": "trl", "times": times, "loss": loss, "logp_first": lp[0].tolist(), "load": load,
+  return {"side": "trl", "times": times, "fwd_times": fwd_times, "loss": loss, "logps": lp.tolist(), "load": load,
           "rows": list(ids.shape), "trl": trl.__version__, "torch": torch.__version__,
           "peak_rss_mib": common.peak_rss_mib()}
 
@@ -336,15 +341,17 @@ def report(results: dict, sz: dict, beta: float):
     for s in step_sides:
       r = results[s]
       print(f"  {names[s]:28s} {q * g * reply / r['step_s']:8.1f} reply tokens/s  {r['step_s']:7.2f} s/step "
-            f"(median {r['median_s']:7.2f})  rows {r['rows']}  peak RSS {r['peak_rss_mib']:6.0f} MiB  "
-            f"loss {r['loss']:+.5f}  load before {r['load']}")
+            f"(median {r['median_s']:7.2f}; forward alone {min(r['fwd_times']):7.2f})  rows {r['rows']}  "
+            f"peak RSS {r['peak_rss_mib']:6.0f} MiB  loss {r['loss']:+.5f}  load before {r['load']}")
     base = step_sides[0]
-    ref = np.asarray(results[base]["logp_first"])
+    ref = np.asarray(results[base]["logps"])
     worst = 0.0
     for s in step_sides[1:]:
-      diff = float(np.abs(np.asarray(results[s]["logp_first"]) - ref).max())
+      diff = float(np.abs(np.asarray(results[s]["logps"]) - ref).max())
+      first = float(np.abs(np.asarray(results[s]["logps"])[0] - ref[0]).max())
       worst = max(worst, diff)
-      print(f"  first reply's per-token log-probs, {s} vs {base}: max |diff| {diff:.2e} over {len(ref)} tokens")
+      print(f"  per-token log-probs, {s} vs {base}: max |diff| first reply {first:.2e}, all {ref.shape[0]} replies "
+            f"{diff:.2e} ({ref.size} tokens)")
     if "trl" in results:
       print(f"  TRL {results['trl']['trl']} (torch {results['trl']['torch']})")
       for s in ("group", "plain"):
@@ -353,7 +360,7 @@ def report(results: dict, sz: dict, beta: float):
     if {"group", "plain"} <= results.keys():
       print(f"  ratio ours group rows / ours plain rows: {ratio('group', 'plain'):.2f}x")
     if worst > LOGP_TOL:
-      raise SystemExit(f"error: the sides' first-reply log-probs differ by {worst:.2e} > {LOGP_TOL}")
+      raise SystemExit(f"error: the sides' per-token log-probs differ by {worst:.2e} > {LOGP_TOL}")
   if any(s in results for s in ROLLOUT_SIDES):
     print(f"(b) rollout: {q} questions x G={g} samples, {reply} new tokens, temperature {TEMPERATURE}, "
           f"top-p {TOP_P}, no stop ids, fp32")
