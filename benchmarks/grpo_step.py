@@ -43,7 +43,7 @@ printed; the run fails if not); that forward alone (no gradient: ours jitted, TR
 entropies` under no_grad) is timed too, `--steps` times, so a step splits into forward and the rest.
 
     python benchmarks/grpo_step.py [--steps=3] [--sides=group,plain,trl,rollout,trl-rollout] [--beta=0]
-    python benchmarks/grpo_step.py --small        # quick check: 1 question, G=4, 32-token replies, 420-token prompt
+    python benchmarks/grpo_step.py --small --steps=1  # quick: 1 question, G=4, 32-token replies, 420-token prompt
 """
 
 from __future__ import annotations
@@ -389,6 +389,7 @@ def main():
   ap.add_argument("--group", type=int, default=G, help="G, replies per question")
   ap.add_argument("--reply", type=int, default=REPLY, help="tokens per reply")
   ap.add_argument("--prompt", type=int, default=PROMPT, help="prompt tokens (the image's included)")
+  ap.add_argument("--save", help="also write the sides' raw results (JSON) to this file")
   args = ap.parse_args()
   sz = dict(SMALL) if args.small else dict(questions=args.questions, group=args.group, reply=args.reply,
                                             prompt=args.prompt)
@@ -425,6 +426,9 @@ def main():
       results[side] = common.run_side(__file__, side, extra)
       print(f"side {side}: done in {time.perf_counter() - t0:.0f} s", flush=True)
   print(f"load average after: {load_average()}")
+  if args.save:
+    with open(args.save, "w") as f:
+      json.dump({"sizes": sz, "beta": args.beta, "results": results}, f)
   report(results, sz, args.beta)
 
 
