@@ -150,3 +150,31 @@ def test_reward_judge_summary_scores_the_frozen_summary_agents_answers(tmp_path,
   assert 0 < max(want) and min(want) < 1  # the steps' questions mix B and other answers
   np.testing.assert_allclose([r["accuracy"] for r in rows], want)
   assert all(r["judge_sec"] > 0 for r in rows)
+
+
+def test_summary_agent_loop_scores_the_verdict_on_the_chain_it_read(tmp_path):
+  """agent=summary with the verdict term: the loop hands each reply its chain (without it every verdict would be
+  None, a NaN mean). An untrained policy states no verdict: 0 for every reply."""
+  import json
+  import os
+
+  from train_data import override, write_training_data
+
+  from configs.grpo import get_config
+  from pipelines.grpo import train_grpo
+
+  data = write_training_data(str(tmp_path / "data"), n=4)
+  qs = list(records.read_jsonl(os.path.join(data["root"], "train.jsonl")))
+  records.write_jsonl(str(tmp_path / "chains.jsonl"), [
+      records.SummarySFT(id=q.id, images=q.images, question=q.question, reasoning="Step 1: Count\nI see 4.",
+                         answer=q.answer) for q in qs])
+  cfg = override(get_config("tiny"), **{
+      "tokenizer": data["tok"], "data.paths": os.path.join(data["root"], "train.jsonl"),
+      "data.image_root": data["root"], "data.template": "llama3", "data.max_len": 384, "export_params": False,
+      "mesh.fsdp": 1, "optim.total_steps": 1, "checkpoint.every": 0, "grpo.max_new_tokens": 2, "grpo.agent": "summary",
+      "grpo.chain_source": str(tmp_path / "chains.jsonl"), "grpo.rewards": ("answer", "verdict"),
+      "grpo.reward_weights": (1.0, 0.5)})
+  train_grpo(cfg, str(tmp_path / "run"))
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    row = json.loads(f.readline())
+  assert row["rewards/verdict/mean"] == 0.0 and np.isfinite(row["reward"])
