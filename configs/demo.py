@@ -14,6 +14,18 @@ that started from the reasoning agent at lr 5e-4 - 1e-3 for 200-300 steps collap
 direct baseline), and a base pretrained on captions did not transfer (reasoning SFT from it: 14-21% after 200
 steps); so the summary agent and the direct baseline start from random init, and only the one-model chain baseline
 (a chain writer that must learn to end with the answer) starts from the reasoning agent.
+
+Past SFT (issue 20; probes on 2026-12-07, 2-core CPU at load 12-20, seed-0 exports of 600-step SFT agents unless
+named): at the old sampling temperature 1.0 the SFT agents' chains are 93-99% right, so DPO rounds found 6-28 pairs
+and changed nothing. A shorter SFT leaves headroom but inside the loss jump above (250 steps: 26% of held-out chains
+right at T 1.0, one seed), so the headroom comes from the sampling temperature instead (chains sampled at T are
+right less often; training past SFT must make the agent's right chains likelier than its sampling noise): T 1.3:
+80% (s0, on the DPO questions) / 89% (s1); 1.4: 41% (s2); 1.45: 32% (s1); 1.5: 26% (s0); 2.0: 3% (s0) -> 1.35.
+DPO round of 128 questions x 8 chains at T 1.3 (s0): 818 / 1021 right, 211 pairs (4 per question at most); at lr
+1e-4 x 2 epochs it lowered held-out chain accuracy to 52%, so DPO keeps lr 3e-5. GRPO at T 1.3 (s0), 16 rollouts
+of 16 questions x 8 chains, lr 3e-4: rollout accuracy 0.71-0.83 over the first 8 rollouts, 0.80-0.87 over the last
+8 (two passes over the 128 questions); held-out 84.4% after it against the SFT agent's 85.2% at T 1.3 (no change
+measurable). The J-GRPO lr (3e-4, 30 rollouts) was not probed before the demo run.
 """
 
 import ml_collections

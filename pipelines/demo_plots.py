@@ -114,18 +114,18 @@ def budget_png(stages: dict[str, list[tuple[int, Cell]]], path: str, size=(760, 
   fig.savefig(path)
 
 
-def rl_png(runs: dict[str, list[list[tuple[int, float]]]], path: str, size=(760, 400)):
+def rl_png(runs: dict[str, list[list[tuple[int, float]]]], seeds: list[int], path: str, size=(760, 400)):
   """GRPO training accuracy (answer reward mean over each rollout's replies) per rollout, one panel per run
-  ({run: [[(step, accuracy), ...] per seed]})."""
+  ({run: [[(step, accuracy), ...] per seed]}, seeds in the order of `seeds`)."""
   fig = _figure(size)
   axes = fig.subplots(1, max(len(runs), 1), squeeze=False)[0]
-  for ax, (name, seeds) in zip(axes, runs.items()):
+  for ax, (name, per_seed) in zip(axes, runs.items()):
     ax.set_title(name, fontsize="medium")
     ax.set_xlabel("rollout (optimizer step)")
     ax.set_ylabel("replies rewarded right")
-    for s, rows in enumerate(seeds):
+    for s, (seed, rows) in enumerate(zip(seeds, per_seed)):
       if rows:
-        ax.plot(*zip(*rows), color=f"C{s}", linewidth=1.2, label=f"seed {s + 1}")
+        ax.plot(*zip(*rows), color=f"C{s}", linewidth=1.2, label=f"seed {seed}")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")

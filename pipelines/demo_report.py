@@ -79,9 +79,10 @@ def claims(table: dict[str, dict[str, Cell]], chains: dict[str, Cell], cfg) -> l
   order = ["sft"] + [f"dpo_{i}" for i in range(1, r + 1)]
   for a, b in zip(order, order[1:]):
     out.append(_claim(f"DPO: {a} < {b}", demo_stats.compare(chains[a], chains[b]), chains[a], chains[b]))
-  if r:
+  if r > 1:
     out.append(_claim(f"DPO: sft < dpo_{r}", demo_stats.compare(chains["sft"], chains[f"dpo_{r}"]), chains["sft"],
                       chains[f"dpo_{r}"]))
+  if r:
     ca, cb = table["two_agents"]["reasoning"], table["dpo"]["reasoning"]
     out.append(_claim(f"two agents: {lab['two_agents']} < {lab['dpo']}", demo_stats.compare(ca, cb), ca, cb))
   if k:
@@ -118,7 +119,7 @@ def write_report(wd: str, cfg, *, seeds: list[int], task: str, timings: dict[str
   demo_plots.budget_png(curve, os.path.join(wd, "budget.png"))
   rl = {"GRPO, reasoning agent": [[(x["step"], x["accuracy"]) for x in r["grpo"]] for r in results],
         "J-GRPO, summary agent": [[(x["step"], x["accuracy"]) for x in r["summary_rl"]] for r in results]}
-  demo_plots.rl_png(rl, os.path.join(wd, "rl_training.png"))
+  demo_plots.rl_png(rl, seeds, os.path.join(wd, "rl_training.png"))
   read = demo_plots.read_curve
   curves = {name: read(p.seed(seeds[0], name, "metrics.jsonl")) for name in ("reasoning", "summary", "direct", "cot")}
   curves.update({f"dpo round {k}": read(p.seed(seeds[0], "dpo", f"round_{k}", "train", "metrics.jsonl"))

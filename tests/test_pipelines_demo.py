@@ -1,6 +1,7 @@
-"""The demo pipeline (pipelines/demo.py) end to end on a tiny config: shared data, two seeds of every job (SFT,
-one DPO round, one GRPO point, J-GRPO of the summary agent), the evaluation and the multi-seed report. The demo's
-own config is only shrunk, never rewritten, so this guards the code path `make demo` takes."""
+"""The demo pipeline (pipelines/demo.py) end to end on a tiny config: shared data, one seed of every job (SFT, one
+DPO round, one GRPO point, J-GRPO of the summary agent), the evaluation and the report; the report over several
+seeds from written results. The demo's own config is only shrunk, never rewritten, so this guards the code path
+`make demo` takes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def tiny_demo_config():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config()
-  c.seeds, c.workers = 2, 1
+  c.seeds, c.workers = 1, 1  # the report over several seeds: test_the_report_over_seeds (no models)
   c.summary_slips = 1.0  # the slipped-chain records too
   c.n_train, c.n_test, c.chain_samples = 16, 12, 1
   c.datagen.chunk_questions = 16
@@ -30,21 +31,19 @@ def tiny_demo_config():
   i = c.dpo_iterative
   i.rounds = 1
   i.sampler = "scripted"  # the teacher's chains (with mistakes): pairs exist whatever the tiny policy writes
-  i.datagen.questions = "synthetic:6"
+  i.datagen.questions = "synthetic:4"  # 4 x 2 = 8 chains per round = 2 GRPO rollouts of 2 questions x 2 replies
   i.datagen.progressive.paths_per_question = 2
   i.epochs, i.train.optim.total_steps = 0.0, 2
   i.train.data.batch_size = 2
-  i.datagen.questions = "synthetic:4"  # 4 x 2 = 8 chains per round = 2 GRPO rollouts of 2 questions x 2 replies
   c.grpo_points = 1
-  for rl, max_len in ((c.grpo, 128), (c.summary_rl, 192)):
-    rl.grpo.questions_per_step, rl.grpo.num_generations = 2, 2
-    rl.data.max_len = rl.loss_chunk = max_len
-  c.grpo.grpo.max_new_tokens = 16
+  for rl in (c.grpo, c.summary_rl):  # one shape: one compiled GRPO step and sampler
+    rl.grpo.questions_per_step, rl.grpo.num_generations, rl.grpo.max_new_tokens = 2, 2, 16
+    rl.data.max_len = rl.loss_chunk = 256  # prompt (a summary prompt holds a chain) + 2 x 17 reply slots
   c.summary_rl.optim.total_steps = 2
   return c
 
 
-def test_demo_writes_the_multi_seed_report(tmp_path):
+def test_demo_runs_every_stage(tmp_path):
   from pipelines.demo import run_demo
 
   wd = str(tmp_path / "demo")
@@ -52,28 +51,70 @@ def test_demo_writes_the_multi_seed_report(tmp_path):
   report = open(os.path.join(wd, "report.md")).read()
   for split in ("reasoning", "perception", "all"):
     assert f"## Accuracy on held-out {split} questions" in report
-  assert "| two agents, reasoner after DPO round 1 |" in report and "| system | mean ± std (%) |" in report
-  assert "| two agents, summary agent after J-GRPO |" in report
-  assert "| two agents, reasoner after GRPO (8 chains) |" in report
+  for label in ("two agents, reasoner after DPO round 1", "two agents, summary agent after J-GRPO",
+                "two agents, reasoner after GRPO (8 chains)", "two agents, GRPO reasoner + J-GRPO summary agent"):
+    assert f"| {label} |" in report
   assert "| SFT (0) |" in report and "| iterative DPO (8) |" in report and "| GRPO (8) |" in report
-  assert "**GRPO vs iterative DPO at the same budget (8 chains sampled)**" in report
   for png in ("accuracy.png", "budget.png", "rl_training.png", "training_curves.png"):
     assert os.path.getsize(os.path.join(wd, png)) > 1000
   with open(os.path.join(wd, "report.json")) as f:
     saved = json.load(f)
-  assert saved["seeds"] == [0, 1]
+  assert saved["seeds"] == [0] and out["chain_accuracy"] == saved["chain_accuracy"]
   two = saved["systems"]["two agents (SFT)"]
-  assert len(two["reasoning"]["per_seed"]) == 2 and two["all"]["n"] == 2 * 12
-  assert two["reasoning"]["n"] + two["perception"]["n"] == two["all"]["n"]
-  chains = saved["chain_accuracy"]
-  assert [p["chains_sampled"] for p in chains["GRPO"]] == [0, 8]
-  assert [p["chains_sampled"] for p in chains["iterative DPO"]] == [0, 8]
-  assert [len(p["per_seed"]) for p in chains["GRPO"]] == [2, 2]
-  assert out["chain_accuracy"] == saved["chain_accuracy"]
-  for s in (0, 1):  # GRPO's point model, the J-GRPO run's metrics (2 rollouts)
-    assert os.path.isdir(os.path.join(wd, f"seed_{s}", "grpo", "point_1"))
-    with open(os.path.join(wd, f"seed_{s}", "summary_rl", "metrics.jsonl")) as f:
-      assert [json.loads(line)["step"] for line in f] == [1, 2]
+  assert two["all"]["n"] == 12 and two["reasoning"]["n"] + two["perception"]["n"] == 12
+  assert [p["chains_sampled"] for p in saved["chain_accuracy"]["GRPO"]] == [0, 8]
+  assert os.path.isdir(os.path.join(wd, "seed_0", "grpo", "point_1"))  # GRPO's model after 2 rollouts
+  with open(os.path.join(wd, "seed_0", "summary_rl", "metrics.jsonl")) as f:  # the J-GRPO run: 2 rollouts
+    assert [json.loads(line)["step"] for line in f] == [1, 2]
+
+
+def _answers(n: int, right: int) -> list[bool]:
+  return [i < right for i in range(n)]
+
+
+def test_the_report_over_seeds(tmp_path):
+  """write_report over 3 seeds' results.json (written here, no models): mean ± std, Wilson, the budget table and
+  the claims judged from the intervals."""
+  from pipelines.demo_eval import systems
+  from pipelines.demo_report import write_report
+  from pipelines.demo_seed import Paths
+
+  cfg = tiny_demo_config()
+  cfg.seeds = 3
+  wd = str(tmp_path)
+  p = Paths(wd)
+  os.makedirs(os.path.join(p.gen, "report"))
+  with open(os.path.join(p.gen, "report", "counts.json"), "w") as f:
+    json.dump({"questions": 16, "paths": 32, "paths_dropped": {}, "bands": {}, "datasets": {}}, f)
+  # right answers out of 100 reasoning / 50 perception questions per system (seed s adds s)
+  right = {"direct": (20, 30), "cot": (60, 35), "summary_alone": (20, 30), "two_agents": (90, 35),
+           "summary_rl": (95, 36), "dpo": (90, 35), "grpo": (97, 36), "grpo_summary_rl": (98, 36)}
+  chains = {"sft": 50, "dpo_1": 55, "grpo_1": 80}
+  for s in range(3):
+    rows = {k: [{"id": f"q{i}", "category": "count", "correct": c} for i, c in enumerate(_answers(100, r + s))] +
+            [{"id": f"p{i}", "category": "cell_colour", "correct": c} for i, c in enumerate(_answers(50, q))]
+            for k, (r, q) in right.items()}
+    assert set(rows) == set(systems(cfg))
+    os.makedirs(p.seed(s, "eval"))
+    with open(p.seed(s, "eval", "results.json"), "w") as f:
+      json.dump({"seed": s, "systems": rows, "chains": {k: _answers(100, v + s) for k, v in chains.items()},
+                 "dpo": [{"round": 1, "pairs": 40 + s, "sampled": 8, "sampled_correct": 4}],
+                 "grpo": [{"step": 1, "accuracy": 0.5}, {"step": 2, "accuracy": 0.75}],
+                 "summary_rl": [{"step": 1, "accuracy": 0.25}]}, f)
+  out = write_report(wd, cfg, seeds=[0, 1, 2], task="tiny", timings={"total": 1.0})
+  report = open(os.path.join(wd, "report.md")).read()
+  assert "| two agents (SFT) | 91.0 ± 1.0 | 90.0-92.0 | 3 | 273/300 |" in report
+  assert "- direct answer (baseline) < chain-of-thought, one model (baseline): **holds** (21.0 vs 61.0)" in report
+  assert "- DPO: sft < dpo_1: **overlaps** (51.0 vs 56.0)" in report
+  assert "- GRPO: sft < grpo_1: **holds** (51.0 vs 81.0)" in report
+  assert "- dpo_1 < grpo_1: **holds** (56.0 vs 81.0)" in report and "- further per seed: GRPO, GRPO, GRPO" in report
+  assert "- grpo_1 < dpo_1: **fails**" in report
+  assert "| 1 | 40, 41, 42 | 50.0%, 50.0%, 50.0% |" in report  # DPO pairs per seed
+  assert "| GRPO, reasoning agent | 50.0, 50.0, 50.0 | 62.5, 62.5, 62.5 |" in report
+  assert "| iterative DPO (8) | 56.0 ± 1.0 |" in report and "| GRPO (8) | 81.0 ± 1.0 |" in report
+  assert [p["chains_sampled"] for p in out["chain_accuracy"]["iterative DPO"]] == [0, 8]
+  for png in ("accuracy.png", "budget.png", "rl_training.png"):
+    assert os.path.getsize(os.path.join(wd, png)) > 1000
 
 
 @pytest.mark.parametrize("value", ["cot:reasonin", "cot", "cot:cot", "cot:reasoning,reasoning:summary"])
