@@ -26,6 +26,9 @@ DPO round of 128 questions x 8 chains at T 1.3 (s0): 818 / 1021 right, 211 pairs
 of 16 questions x 8 chains, lr 3e-4: rollout accuracy 0.71-0.83 over the first 8 rollouts, 0.80-0.87 over the last
 8 (two passes over the 128 questions); held-out 84.4% after it against the SFT agent's 85.2% at T 1.3 (no change
 measurable). The J-GRPO lr (3e-4, 30 rollouts) was not probed before the demo run.
+First demo run with these settings (clone of aee9f8e, load 12-15, unfinished at the time of writing): SFT agents'
+chains at T 1.35 on the DPO questions 62.5% (s0) / 73.6% (s1) right, 373 / 344 pairs in round 1; seed 0's rounds 2
+and 3 (after DPO rounds 1 and 2 at lr 3e-5) sampled 50.6% and 54.4% right (383 pairs each): DPO lowered it.
 """
 
 import ml_collections
