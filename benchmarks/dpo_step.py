@@ -167,7 +167,10 @@ def side_trl(ckpt: str, steps: int) -> dict:
   with tempfile.TemporaryDirectory() as out:
     args = trl.DPOConfig(output_dir=out, per_device_train_batch_size=PAIRS, beta=BETA, loss_type=["sigmoid"],
                          learning_rate=1e-5, use_cpu=True, report_to=[], bf16=False, fp16=False, max_length=None,
-                         save_strategy="no", logging_strategy="no", seed=0)
+                         save_strategy="no", logging_strategy="no", seed=0,
+                         # DPOConfig turns gradient checkpointing on by default (dpo_config.py); ours recomputes
+                         # nothing here, so neither side does (runs before 2026-12-07 had it on: TRL recomputed)
+                         gradient_checkpointing=False)
     trainer = trl.DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tok)
     trainer.create_optimizer()
     trainer.current_gradient_accumulation_steps = 1  # what Trainer's loop sets before each training_step
