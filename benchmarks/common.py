@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -69,6 +70,27 @@ def matmul_peak_torch(n: int = 2048, reps: int = 20) -> float:
   for _ in range(reps):
     a @ a
   return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def machine() -> str:
+  """'<cpu model>, <n> cores' of this machine (benchmarks print it beside their numbers)."""
+  model = platform.processor() or "unknown cpu"
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{model}, {os.cpu_count()} cores"
+
+
+def load_average() -> str:
+  """The 1, 5 and 15 min load averages (printed before each timed side: only an idle machine times fairly)."""
+  return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def round_up(n: int, m: int = 64) -> int:
+  """n rounded up to a multiple of m (our row lengths: one compiled shape per 64 tokens)."""
+  return -(-n // m) * m
 
 
 def peak_rss_mib() -> float:

@@ -70,10 +70,6 @@ def make_pairs(cfg, seed: int = 0):
   return prompts, chosen, rejected, pixel_values, sizes
 
 
-def _round_up(n: int, m: int = 64) -> int:
-  return -(-n // m) * m
-
-
 def our_batch(cfg, shared: bool):
   """The pairs as the loader lays them out: `SharedDpoBatch` rows or `DpoBatch` rows (padded to 64 tokens)."""
   from insightv_jax.data import loader, shared_pairs
@@ -85,9 +81,10 @@ def our_batch(cfg, shared: bool):
   images = dict(pixel_values=pv, image_sizes=sizes)
   if shared:
     rows = [shared_pairs.share_prompt(c, r, max_len=10**6) for c, r in zip(rows_c, rows_r)]
-    tokens, branches = loader.layout([[r] for r in rows], _round_up(max(len(r[0]) for r in rows)), 0, branched=True)
+    length = common.round_up(max(len(r[0]) for r in rows))
+    tokens, branches = loader.layout([[r] for r in rows], length, 0, branched=True)
     return SharedDpoBatch(tokens=tokens, branches=branches, **images)
-  t = _round_up(max(len(r[0]) for r in rows_c + rows_r))
+  t = common.round_up(max(len(r[0]) for r in rows_c + rows_r))
   return DpoBatch(chosen=loader.layout([[r] for r in rows_c], t, 0)[0],
                   rejected=loader.layout([[r] for r in rows_r], t, 0)[0], **images)
 
@@ -233,7 +230,7 @@ def main():
         trl_error = str(e).strip().splitlines()[-1]
   print(f"{PAIRS} pairs/step, a {IMAGE_HW[0]}x{IMAGE_HW[1]} image (5 tiles) in each prompt, {REPLY}-token replies, "
         f"sigmoid DPO against a reference, fp32 CPU ({os.cpu_count()} cores, load average "
-        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+        f"{common.load_average()})")
   names = {"shared": "ours, shared prompt", "unshared": "ours, unshared", "precomputed": "ours, precomputed ref",
            "trl": "TRL DPOTrainer"}
   for side, r in results.items():

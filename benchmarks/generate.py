@@ -109,7 +109,7 @@ def side_samples(ckpt, repeats):
       t0 = time.perf_counter()
       jax.block_until_ready(run())
       best[name] = min(best[name], time.perf_counter() - t0)
-  load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+  load = common.load_average()
   return {"side": "samples", "seconds": best, "prompt_len": int(ids.shape[1]), "load": load,
           "image_tokens": [int(x) for x in (ids == model.cfg.image_token_index).sum(1)],
           "identical": bool((out["grouped"] == out["repeated"]).all())}

@@ -1,29 +1,22 @@
 """GRPO step and rollout: ours (group rows, one prefill per question) vs TRL's `GRPOTrainer`, and vs our plain rows.
 
-Same model (benchmarks/common.py: the ~30M-parameter LLaVA-NeXT, built once by transformers and saved, so every
-side starts from the same weights), same data: QUESTIONS questions per step, each a 600x600 image (5 AnyRes
-tiles, ~340 image tokens) inside a PROMPT-token prompt (>= 1,000 tokens: the image and a long question), G
-replies of REPLY tokens each. fp32 on CPU, every parameter trained, AdamW, TRL's GRPO defaults on both sides:
-loss_type "dapo", epsilon 0.2 (no clip-higher), beta 0 (no reference; `--beta` > 0 adds the frozen reference's
-forward to every step on all sides), num_iterations 1 (old log-probs = the detached current ones). No activation
-checkpointing on either side (TRL's GRPOConfig turns gradient_checkpointing on by default: turned off here, so both
-sides run the same forward + backward).
+Same model (benchmarks/common.py's ~30M-parameter LLaVA-NeXT, saved once by transformers), same data:
+QUESTIONS questions per step, each a 600x600 image (5 AnyRes tiles, ~340 image tokens) in a PROMPT-token prompt,
+G replies of REPLY tokens each. fp32 on CPU, every parameter trained, AdamW, TRL's GRPO defaults on both sides
+(loss_type "dapo", epsilon 0.2, beta 0: `--beta` > 0 adds a frozen reference forward on all sides,
+num_iterations 1), no activation checkpointing on either side (GRPOConfig turns it on by default: off here).
 
-(a) The training step on fixed completions: the reply ids are drawn once (no stop token, all REPLY long), the
-rewards too (advantages: `losses.group_advantages`, per group), so every side trains on identical data.
+(a) The training step on fixed completions (reply ids and rewards drawn once; no stop token, all REPLY long):
 
     group       ours, one row per question `[prompt | reply_1 | ... | reply_G]` (`group_rows.pack_groups`): the
                 prompt and its image run once; `grpo_steps.grpo_loss_fn` in `steps.make_train_step`, jitted
     plain       ours, one row per reply `[prompt | reply_k]` (`pack_groups(plain=True)`): the prompt and image
                 repeated G times, same step
-    trl         TRL's own `GRPOTrainer.training_step` (its `compute_loss` -> `_compute_loss`: the per-token
-                log-probs with its fused LM head, entropies, the clipped surrogate, then the backward) and the
-                optimizer step, on the inputs `_generate_and_score_completions` builds for these completions:
-                prompt_ids / completion_ids [QUESTIONS * G, .] (the prompt repeated per reply, as its
-                RepeatSampler feeds it), pixel_values / image_sizes once per row, num_images, advantages,
-                num_items_in_batch. Only `_prepare_inputs` (rollout + rewards) is bypassed: it returns this batch.
-                With --beta > 0 the step also runs the reference forward that `_generate_and_score_completions`
-                runs (`_get_per_token_logps_and_entropies(ref_model, ...)` under no_grad).
+    trl         TRL's own `GRPOTrainer.training_step` (`_compute_loss`: per-token log-probs with its fused LM
+                head, the clipped surrogate, the backward) and the optimizer step, on the batch
+                `_generate_and_score_completions` builds for these completions (the prompt repeated per reply, as
+                its RepeatSampler feeds it; pixel_values once per row); only `_prepare_inputs` (rollout + rewards)
+                is bypassed. With --beta > 0 it also runs the reference forward that method runs.
 
 (b) The rollout: G replies of REPLY new tokens per question, temperature 1.0, top-p 0.95, no stop ids (every
 row runs all REPLY steps on both sides).
@@ -33,14 +26,12 @@ row runs all REPLY steps on both sides).
     trl-rollout  TRL's generation path without vLLM, `GRPOTrainer._generate_single_turn`: transformers'
                  `generate` (do_sample, KV cache) on the prompts repeated G times, the image once per row
 
-Each side runs in its own process (peak memory is its own): (a) two warm-up steps, then `--steps` steps timed
-one by one; (b) one warm-up call, then `--steps` calls, each also with 1 new token (prefill + 1: the rest of a
-call is decode). On a machine shared with other jobs a step is slowed by whatever else runs then, so each side's
-fastest step is its number (the median is printed beside it); ratios are of sides measured in this run, and the
-load average is printed before each side. Before timing, every (a) side computes every reply's per-token
-log-probs on the same tokens (the first reply's included): they must agree to 1e-3 (the max difference is
-printed; the run fails if not); that forward alone (no gradient: ours jitted, TRL's `_get_per_token_logps_and_
-entropies` under no_grad) is timed too, `--steps` times, so a step splits into forward and the rest.
+Each side runs in its own process (peak memory is its own): (a) two warm-up steps, then `--steps` timed steps;
+(b) one warm-up call, then `--steps` calls, each also with 1 new token (prefill + 1: the rest is decode). Each
+side's fastest step is its number (median beside it), ratios are of sides measured in this run, and the load
+average is printed before each side (time on an idle machine). Every (a) side first computes every reply's
+per-token log-probs on the same tokens: they must agree to 1e-3 (else the run fails); that forward alone (no
+gradient) is timed too, so a step splits into forward and the rest.
 
     python benchmarks/grpo_step.py [--steps=3] [--sides=group,plain,trl,rollout,trl-rollout] [--beta=0]
     python benchmarks/grpo_step.py --small --steps=1  # quick: 1 question, G=4, 32-token replies, 420-token prompt
@@ -51,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -71,21 +61,6 @@ LR, CHUNK = 1e-5, 512  # AdamW learning rate; LM-head chunk of our loss (configs
 LOGP_TOL = 1e-3
 STEP_SIDES, ROLLOUT_SIDES = ("group", "plain", "trl"), ("rollout", "trl-rollout")
 SIDES = STEP_SIDES + ROLLOUT_SIDES
-
-
-def machine() -> str:
-  """'<cpu model>, <n> cores' of this machine."""
-  model = platform.processor() or "unknown cpu"
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{model}, {os.cpu_count()} cores"
-
-
-def load_average() -> str:
-  return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def make_data(cfg, sz: dict, seed: int = 0):
@@ -119,10 +94,6 @@ def make_data(cfg, sz: dict, seed: int = 0):
               advantages=adv, image_tokens=n_img)
 
 
-def _round_up(n: int, m: int = 64) -> int:
-  return -(-n // m) * m
-
-
 def our_batch(cfg, sz: dict, plain: bool):
   """The completions as GRPO rows -> (Packed, GroupBatch with advantages)."""
   from insightv_jax.data import group_rows
@@ -131,7 +102,7 @@ def our_batch(cfg, sz: dict, plain: bool):
   proc = ImageProcessorConfig.for_model(cfg)
   q, g, reply, prompt_len = sz["questions"], sz["group"], sz["reply"], sz["prompt"]
   groups = [group_rows.Group(p, r, [t]) for p, r, t in zip(d["prompts"], d["replies"], d["tiles"])]
-  max_len = _round_up(prompt_len + reply) if plain else _round_up(prompt_len + g * (reply + 1))
+  max_len = common.round_up(prompt_len + reply) if plain else common.round_up(prompt_len + g * (reply + 1))
   packed = group_rows.pack_groups(groups, rows=q * g if plain else q, max_len=max_len, max_reply_len=reply,
                                   num_tiles=proc.num_tiles, tile=proc.tile, plain=plain,
                                   image_token_id=cfg.image_token_index)
@@ -149,7 +120,7 @@ def side_jax(ckpt: str, steps: int, sz: dict, plain: bool, beta: float) -> dict:
   from insightv_jax.hf import load_llava_next
   from insightv_jax.train import grpo_steps
   from insightv_jax.train import steps as steps_lib
-  load = load_average()
+  load = common.load_average()
   model = load_llava_next(ckpt)
   packed, batch = our_batch(model.cfg, sz, plain)
   batch = jax.tree.map(jnp.asarray, batch)
@@ -220,7 +191,7 @@ def side_trl(ckpt: str, steps: int, sz: dict, beta: float) -> dict:
   import trl
 
   from insightv_jax.checkpoints import read_config
-  load = load_average()
+  load = common.load_average()
   with tempfile.TemporaryDirectory() as out:
     trainer = trl_trainer(ckpt, sz, beta, out)
     trainer.create_optimizer()
@@ -275,7 +246,7 @@ def side_rollout(ckpt: str, steps: int, sz: dict) -> dict:
 
   from insightv_jax.hf import load_llava_next
   from insightv_jax.infer import generate
-  load = load_average()
+  load = common.load_average()
   model = load_llava_next(ckpt)
   d, ids, mask = rollout_prompts(model.cfg, sz)
   pv, sizes = jnp.asarray(d["pixel_values"]), jnp.asarray(d["image_sizes"])
@@ -289,7 +260,7 @@ def side_trl_rollout(ckpt: str, steps: int, sz: dict) -> dict:
   import torch
 
   from insightv_jax.checkpoints import read_config
-  load = load_average()
+  load = common.load_average()
   with tempfile.TemporaryDirectory() as out:
     trainer = trl_trainer(ckpt, sz, 0.0, out)
     inputs = trl_inputs(read_config(f"hf:{ckpt}"), sz)
@@ -413,7 +384,7 @@ def main():
 
   from insightv_jax.data.images import ImageProcessorConfig
   torch.manual_seed(0)
-  print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+  print(f"machine: {common.machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
   sz["image_tokens"] = ImageProcessorConfig.for_model(common.bench_config()).num_image_tokens(*IMAGE_HW)
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
@@ -421,11 +392,11 @@ def main():
     extra = [f"--ckpt={tmp}", f"--steps={args.steps}", f"--beta={args.beta}", f"--questions={sz['questions']}",
              f"--group={sz['group']}", f"--reply={sz['reply']}", f"--prompt={sz['prompt']}"]
     for side in sides:
-      print(f"side {side}: load average {load_average()}", flush=True)
+      print(f"side {side}: load average {common.load_average()}", flush=True)
       t0 = time.perf_counter()
       results[side] = common.run_side(__file__, side, extra)
       print(f"side {side}: done in {time.perf_counter() - t0:.0f} s", flush=True)
-  print(f"load average after: {load_average()}")
+  print(f"load average after: {common.load_average()}")
   if args.save:
     with open(args.save, "w") as f:
       json.dump({"sizes": sz, "beta": args.beta, "results": results}, f)
