@@ -15,20 +15,17 @@ direct baseline), and a base pretrained on captions did not transfer (reasoning 
 steps); so the summary agent and the direct baseline start from random init, and only the one-model chain baseline
 (a chain writer that must learn to end with the answer) starts from the reasoning agent.
 
-Past SFT (issue 20; probes on 2026-12-07, 2-core CPU at load 12-20, seed-0 exports of 600-step SFT agents unless
-named): at the old sampling temperature 1.0 the SFT agents' chains are 93-99% right, so DPO rounds found 6-28 pairs
-and changed nothing. A shorter SFT leaves headroom but inside the loss jump above (250 steps: 26% of held-out chains
-right at T 1.0, one seed), so the headroom comes from the sampling temperature instead (chains sampled at T are
-right less often; training past SFT must make the agent's right chains likelier than its sampling noise): T 1.3:
-80% (s0, on the DPO questions) / 89% (s1); 1.4: 41% (s2); 1.45: 32% (s1); 1.5: 26% (s0); 2.0: 3% (s0) -> 1.35.
-DPO round of 128 questions x 8 chains at T 1.3 (s0): 818 / 1021 right, 211 pairs (4 per question at most); at lr
-1e-4 x 2 epochs it lowered held-out chain accuracy to 52%, so DPO keeps lr 3e-5. GRPO at T 1.3 (s0), 16 rollouts
-of 16 questions x 8 chains, lr 3e-4: rollout accuracy 0.71-0.83 over the first 8 rollouts, 0.80-0.87 over the last
-8 (two passes over the 128 questions); held-out 84.4% after it against the SFT agent's 85.2% at T 1.3 (no change
-measurable). The J-GRPO lr (3e-4, 30 rollouts) was not probed before the demo run.
-First demo run with these settings (clone of aee9f8e, load 12-15, unfinished at the time of writing): SFT agents'
-chains at T 1.35 on the DPO questions 62.5% (s0) / 73.6% (s1) right, 373 / 344 pairs in round 1; seed 0's rounds 2
-and 3 (after DPO rounds 1 and 2 at lr 3e-5) sampled 50.6% and 54.4% right (383 pairs each): DPO lowered it.
+Past SFT (issue 20; probes on 2026-12-07, 2-core CPU, seed-0 reasoning agents of 600 SFT steps). Without
+headroom nothing past SFT is measurable: at T 1.0 the SFT agents' chains are 93-99% right (DPO rounds found 6-28
+pairs). Headroom from the sampling temperature failed: at T 1.35 (71.3% of held-out chains right) every stage
+LOWERED it: DPO round of 128 x 8 chains (373 pairs) at lr 3e-5 x 2 epochs 42.6% (sft_weight 0) / ~51% (1.0), lr
+3e-5 x 1 epoch with warmup 67.6%, lr 1e-5 x 1 epoch 70.5%; GRPO 24 rollouts of 16 x 8 at lr 3e-4 66.8% (61.1% with
+warmup), at lr 1e-3 0% (collapsed after one step). The errors were sampling noise (garbled tokens), and training on
+sampled noise raised it. Headroom by construction works: reasoning_slips (below) puts teacher chains with one
+mistake into the SFT set, so the agent learns to slip now and then at T 1.0 (slips 1.0: 88.5% held-out chains
+right, 0.5: 95.1%). From the slips-1.0 agent at T 1.0: one DPO round (128 x 8 chains, 881 right, 244 pairs, lr
+3e-5, 1 epoch, warmup 0.1, sft_weight 1.0) 96.3%; GRPO (24 rollouts of 16 x 8, lr 1e-4) 99.6% (rollout
+accuracy 0.84 -> 0.95+ within 4 rollouts). The J-GRPO lr (1e-4 = GRPO's) was not probed.
 """
 
 import ml_collections
@@ -101,6 +98,10 @@ def get_config(arg: str = ""):
   # flawed chains whose running count slips, per reasoning question, added to the summary agent's mix (0: none; at
   # 1.0 two of three chains it saw were flawed, and it judged the reasoning agent's sound chains flawed: measured)
   c.summary_slips = 0.0
+  # teacher chains with one mistake (a skipped row, a cell read wrong, a slipped count), per reasoning question,
+  # added to the reasoning agent's SFT set (2 sound chains per question: reasoning_per_question). Headroom by
+  # construction: the SFT agent learns to slip now and then, and what DPO / GRPO must do past SFT is unlearn it
+  c.reasoning_slips = 1.0
   c.start_from = "cot:reasoning"  # job:job pairs, comma-separated: SFT jobs that start from another job's model
 
   c.datagen = datagen.get_config()
@@ -137,36 +138,34 @@ def get_config(arg: str = ""):
   # iterative DPO of the reasoning agent; the demo sets start_model and the tokenizer paths at run time
   i = c.dpo_iterative = dpo_iterative.get_config("tiny")
   i.rounds = 3
-  # sampling temperature of the reasoning agent's chains (DPO rounds, GRPO rollouts, the chain accuracy): at 0.7 the
-  # SFT agents' chains were 95-99% right (2-17 pairs per round of 250 x 4 chains, measured); at 1.0, 93-99% (6-65
-  # pairs). Held-out chains right, 600-step SFT agents of three seeds (s0, s1, s2): T 1.3: s1 89%, s0 80% (on the DPO
-  # questions: 211 pairs from 128 x 8 chains); T 1.4: s2 41%; T 1.45: s1 32%; T 1.5: s0 26%; T 2.0: s0 3%. At 1.35
-  # the SFT agent leaves headroom (RL / DPO must make the agent's right chains likelier than its sampling noise)
-  i.sample_temperature = 1.35
+  # sampling temperature of the reasoning agent's chains (DPO rounds, GRPO rollouts, the chain accuracy): the
+  # agent's own distribution; the headroom comes from reasoning_slips (temperature headroom failed: module doc)
+  i.sample_temperature = 1.0
   i.datagen = datagen.get_config()
   i.datagen.update(c.datagen)  # the demo's world and assessment ...
   i.datagen.world.kinds = "count"  # ... on reasoning questions (chains that reach a total the scorer can check)
   i.datagen.world.split = "dpo"  # questions of their own, neither training nor held-out ones
-  i.datagen.questions = "synthetic:128"  # questions sampled by the reasoning agent per round (GRPO asks the same)
+  i.datagen.questions = "synthetic:64"  # questions sampled by the reasoning agent per round (GRPO asks the same)
   i.datagen.synthesis = "chains"
-  i.datagen.progressive.paths_per_question = 8  # a round samples 128 x 8 = 1024 chains
+  i.datagen.progressive.paths_per_question = 8  # a round samples 64 x 8 = 512 chains
   i.datagen.assembly.pairs_per_question = 4  # best vs worst chain, walking inward: up to 4 pairs per question
   i.datagen.progressive.max_chain_tokens = c.reasoning_max_new_tokens
   i.datagen.backend.template = c.reasoning.data.template
   i.datagen.backend.batch_size = c.eval_batch_size
   i.datagen.assembly.min_score_gap = 10.0
-  i.epochs = 2.0  # passes over each round's own pairs (a round with few pairs takes few steps)
+  i.epochs = 1.0  # passes over each round's own pairs (Insight-V: 1 epoch; 2 lowered accuracy at T 1.35: doc)
   # one DPO round (total_steps: from epochs), at the SFT rate / 33 (Insight-V: 5e-7 after SFT at 2e-5 ... 1e-5)
   i.train = _train(dpo.get_config("tiny"), 40, 3e-5, 160, batch=8)
   i.train.dpo.sft_weight = 1.0  # the released Insight-V code's NLL term on the chosen chain
-  i.train.optim.warmup_ratio = 0.0
+  i.train.optim.warmup_ratio = 0.1  # a fresh AdamW's first steps are full-size: warm up (as SFT does)
 
   # GRPO of the SFT reasoning agent on the DPO rounds' questions (data/rl_questions.jsonl), in grpo_points segments
   # of as many rollouts as one DPO round samples chains (pipelines/demo_rl.py): point k and round k have sampled
   # the same number of chains
   c.grpo_points = i.rounds
-  c.grpo = _rl("reasoning", 0, 3e-4, c.reasoning_max_new_tokens, 896)  # total_steps: set per segment
+  # lr 1e-4 (3e-4 lowered accuracy at T 1.35, 1e-3 collapsed it: module doc); 4 rollouts of 16 x 8 per point
+  c.grpo = _rl("reasoning", 0, 1e-4, c.reasoning_max_new_tokens, 896)  # total_steps: set per segment
   c.grpo.grpo.temperature = i.sample_temperature
   # J-GRPO of the SFT summary agent on the SFT reasoning agent's own chains (DPO round 1's samples)
-  c.summary_rl = _rl("summary", 30, 3e-4, c.answer_max_new_tokens, 320)
+  c.summary_rl = _rl("summary", 16, 1e-4, c.answer_max_new_tokens, 320)  # lr not probed: GRPO's
   return c

@@ -32,6 +32,7 @@ from typing import Callable
 from absl import logging
 
 from data_gen import pipeline
+from data_gen.synthetic.tasks import MISTAKES
 from data_gen.synthetic.world import PERCEPTION_KINDS, World
 from insightv_jax.data import prompts, records
 from insightv_jax.data.tokenizer import train_bpe
@@ -118,7 +119,13 @@ def _write_data(cfg, p: Paths, world: World) -> None:
   dpo_world = pipeline.make_world(cfg.dpo_iterative.datagen)  # the DPO rounds' questions, for GRPO
   records.write_jsonl(p.rl_questions, (dpo_world.question(i, cfg.dpo_iterative.datagen.world.split)
                                        for i in range(demo_rl.dpo_questions(cfg))))
-  records.write_array_record(os.path.join(p.data, "slips.arrayrecord"), _slip_records(cfg, world, train_questions))
+  records.write_array_record(p.summary_slips, _slip_records(cfg, world, train_questions))
+  records.write_array_record(p.reasoning_slips, _reasoning_slip_records(cfg, world, train_questions))
+
+
+def _per_question(ratio: float, i: int) -> range:
+  """Ratio r spread over questions: question i gets int((i + 1) r) - int(i r) items (r per question on average)."""
+  return range(int((i + 1) * ratio) - int(i * ratio))
 
 
 def _slip_records(cfg, world: World, questions) -> list:
@@ -127,15 +134,32 @@ def _slip_records(cfg, world: World, questions) -> list:
   learns to recount from the chain's own readings instead of copying its total. `cfg.summary_slips` per
   reasoning question (0.5: every other one)."""
   out = []
+  format_chain = prompts.get_preset(cfg.summary.data.prompts).format_chain
   reasoning = [q for q in questions if q.meta["task"] not in PERCEPTION_KINDS]
   for i, q in enumerate(reasoning):
-    for k in range(int((i + 1) * cfg.summary_slips) - int(i * cfg.summary_slips)):
+    for k in _per_question(cfg.summary_slips, i):
       path = world.teacher_path(q, mistake="wrong_arithmetic", sample=100 + k)
       wrong = not extract.is_correct(path.final_answer, q.answer, choices=q.choices)
       out.append(records.SummarySFT(id=f"{path.id}/s", images=q.images,
                                     question=prompts.format_question(q.question, q.choices),
-                                    reasoning=prompts.format_chain(path.steps), answer=q.answer,
+                                    reasoning=format_chain(path.steps), answer=q.answer,
                                     chain_quality="wrong" if wrong else "low", source=q.source))
+  return out
+
+
+def _reasoning_slip_records(cfg, world: World, questions) -> list:
+  """Reasoning-SFT examples with one of the teacher's mistakes (MISTAKES, in turn: a skipped row, a cell read
+  wrong, a running count that slips), `cfg.reasoning_slips` per reasoning question: the SFT agent learns to slip
+  now and then, so sampled chains leave room for what DPO and GRPO must unlearn (headroom by construction)."""
+  out = []
+  format_chain = prompts.get_preset(cfg.reasoning.data.prompts).format_chain
+  reasoning = [q for q in questions if q.meta["task"] not in PERCEPTION_KINDS]
+  for i, q in enumerate(reasoning):
+    for k in _per_question(cfg.reasoning_slips, i):
+      path = world.teacher_path(q, mistake=MISTAKES[(i + k) % len(MISTAKES)], sample=200 + k)
+      out.append(records.ReasoningSFT(id=f"{path.id}/r", images=q.images,
+                                      question=prompts.format_question(q.question, q.choices),
+                                      reasoning=format_chain(path.steps), source=q.source))
   return out
 
 

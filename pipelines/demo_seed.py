@@ -83,10 +83,20 @@ class Paths:
   def seed(self, s: int, *parts: str) -> str:
     return os.path.join(self.wd, f"seed_{s}", *parts)
 
+  @property
+  def summary_slips(self) -> str:
+    """The summary agent's slipped chains (configs/demo.py summary_slips)."""
+    return os.path.join(self.data, "slips.arrayrecord")
+
+  @property
+  def reasoning_slips(self) -> str:
+    """The reasoning agent's slipped chains (configs/demo.py reasoning_slips)."""
+    return os.path.join(self.data, "reasoning_slips.arrayrecord")
+
   def job_data(self, cfg, name: str) -> list[str]:
-    summary = [self.dataset("summary_sft")] + ([os.path.join(self.data, "slips.arrayrecord")] if cfg.summary_slips
-                                               else [])
-    return {"reasoning": [self.dataset("reasoning_sft")], "summary": summary,
+    reasoning = [self.dataset("reasoning_sft")] + ([self.reasoning_slips] if cfg.reasoning_slips else [])
+    summary = [self.dataset("summary_sft")] + ([self.summary_slips] if cfg.summary_slips else [])
+    return {"reasoning": reasoning, "summary": summary,
             "direct": [os.path.join(self.data, "direct.arrayrecord")],
             "cot": [os.path.join(self.data, "cot.arrayrecord")]}[name]
 

@@ -127,3 +127,27 @@ def test_a_bad_start_from_stops_before_any_work(tmp_path, value):
   with pytest.raises(InputError, match="--config.start_from"):
     run_demo(cfg, str(tmp_path / "demo"))
   assert not (tmp_path / "demo").exists()
+
+
+def test_reasoning_slips_are_the_teachers_flawed_chains():
+  """configs/demo.py reasoning_slips: per reasoning question, a teacher chain with one mistake (each of MISTAKES
+  in turn), written as the reasoning agent's preset writes chains; none equals the question's sound chain."""
+  from data_gen import pipeline
+  from data_gen.synthetic.tasks import MISTAKES
+  from data_gen.synthetic.world import PERCEPTION_KINDS
+  from insightv_jax.data import prompts
+  from pipelines import demo
+
+  cfg = tiny_demo_config()
+  cfg.reasoning_slips = 0.5
+  world = pipeline.make_world(cfg.datagen)
+  questions = [world.question(i, "train") for i in range(40)]
+  reasoning = {q.id: q for q in questions if q.meta["task"] not in PERCEPTION_KINDS}
+  out = demo._reasoning_slip_records(cfg, world, questions)
+  assert len(out) == len(reasoning) // 2 and len(reasoning) >= 16
+  assert {m for m in MISTAKES if any(f"-{m}-" in r.id for r in out)} == set(MISTAKES)
+  fmt = prompts.get_preset(cfg.reasoning.data.prompts).format_chain
+  for r in out:
+    q = reasoning[r.id.split("/teacher-")[0]]
+    assert r.question == prompts.format_question(q.question, q.choices) and r.images == q.images
+    assert r.reasoning != fmt(world.teacher_path(q).steps)
