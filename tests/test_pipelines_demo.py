@@ -151,3 +151,26 @@ def test_reasoning_slips_are_the_teachers_flawed_chains():
     q = reasoning[r.id.split("/teacher-")[0]]
     assert r.question == prompts.format_question(q.question, q.choices) and r.images == q.images
     assert r.reasoning != fmt(world.teacher_path(q).steps)
+
+
+def _stamp(path: str, seconds: float) -> None:
+  """A stand-in job (module level: the demo's workers are spawned): its start time into `path`, then a sleep."""
+  import time
+  with open(path, "w") as f:
+    f.write(repr(time.time()))
+  time.sleep(seconds)
+
+
+def test_the_schedule_starts_a_second_job_of_a_kind_once_the_first_has_compiled(tmp_path):
+  """Two workers: the longest path starts first; a second job of a kind still compiling (none finished) waits while
+  another kind can start, and starts once nothing else can (it never leaves a worker idle)."""
+  from pipelines.demo import _Job, _run_jobs
+
+  stamp = lambda name: str(tmp_path / name)
+  jobs = {"s0 reasoning": _Job(_stamp, (stamp("r0"), 4.0), (), "reasoning"),
+          "s1 reasoning": _Job(_stamp, (stamp("r1"), 0.1), (), "reasoning"),
+          "s0 summary": _Job(_stamp, (stamp("s0"), 0.5), (), "summary")}
+  seconds = _run_jobs(jobs, 2, log_dir=str(tmp_path / "logs"), cache=str(tmp_path / "cache"))
+  assert set(seconds) == set(jobs)
+  start = {n: float(open(stamp(n)).read()) for n in ("r0", "r1", "s0")}
+  assert start["s0"] < start["r1"] < start["r0"] + 4.0
