@@ -43,10 +43,10 @@ from pipelines.demo_report import write_report
 from pipelines.demo_seed import Paths
 
 # relative cost of each job, for the schedule (longest remaining path first): per-seed job seconds of a run of the
-# default config on 2 cores (2026-12-07: reasoning 312-353 s at 600 steps, grpo 108-198, summary 181-194 at 300,
-# cot ~120 at 200, dpo 85-111, eval 113-147, direct ~66 at 200, summary_rl ~32-60), scaled to today's step counts
-COST = {"reasoning": 4.0, "summary": 1.5, "direct": 1.0, "cot": 1.0, "dpo": 1.5, "grpo": 2.5, "summary_rl": 1.0,
-        "eval": 1.5}
+# default config on 2 cores (2026-12-07: reasoning 312-353 s, grpo 108-198, summary 181-194, cot ~120, dpo 85-111,
+# eval 113-147, direct ~66, summary_rl ~32-60)
+COST = {"reasoning": 5.0, "summary": 3.0, "direct": 1.0, "cot": 2.0, "dpo": 1.5, "grpo": 2.5, "summary_rl": 0.7,
+        "eval": 2.0}
 
 
 def run_demo(cfg, wd: str) -> dict:
