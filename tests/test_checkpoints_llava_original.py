@@ -15,12 +15,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, model_preset
+from conftest import model_preset
 from flax import nnx
 from hf_reference import IMAGE_TOKEN, TILE, VOCAB, build_hf_model, hf_processor, random_image, tiny_hf_config
 from test_model_parity import TOL, hf_logits, make_batch, our_logits
@@ -263,7 +261,7 @@ def _think_tokenizer(words: int):
   return fast
 
 
-def test_convert_cli_adds_image_token(agent_case, tmp_path):
+def test_convert_cli_adds_image_token(agent_case, tmp_path, cli):
   """insightv-convert --to=orbax (deprecated spelling of --to=params) on an Insight-V folder: <image> appended after
   the think tokens, model grown."""
   _, _, _, folder, vision_config = agent_case
@@ -273,9 +271,8 @@ def test_convert_cli_adds_image_token(agent_case, tmp_path):
   tok.save_pretrained(src)
   think_ids = [tok.convert_tokens_to_ids(t) for t in AGENT_TOKENS]
   out = tmp_path / "orbax"
-  done = subprocess.run([sys.executable, "-m", "pipelines.cli.convert", "--to=orbax", f"--input=llava:{src}",
-                         f"--output={out}", f"--vision_config={vision_config}"], cwd=ROOT, capture_output=True,
-                        text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  done = cli.run("pipelines.cli.convert", ["--to=orbax", f"--input=llava:{src}", f"--output={out}",
+                                           f"--vision_config={vision_config}"], workdir=tmp_path / "logs")
   assert done.returncode == 0, done.stderr[-3000:]
   assert "--to=orbax is deprecated and goes in the next release: write --to=params" in done.stderr  # still works
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -33,20 +31,20 @@ def _datasets(workdir):
   return {f: open(os.path.join(d, f)).read() for f in sorted(os.listdir(d)) if f.endswith(".jsonl")}
 
 
-def test_killed_run_resumes_to_the_same_datasets(tmp_path):
+def test_killed_run_resumes_to_the_same_datasets(tmp_path, cli):
   full = pipeline.run(_cfg(), str(tmp_path / "full"))
-  args = [sys.executable, "-m", "pipelines.cli.datagen", f"--config={ROOT}/configs/datagen.py",
+  args = [f"--config={ROOT}/configs/datagen.py",
           f"--workdir={tmp_path / 'k'}",
           "--config.questions=synthetic:24", "--config.world.image_size=56", "--config.chunk_questions=4",
           "--config.backend.malformed_rate=0.1"]
-  killed = subprocess.run(args + ["--config.debug_kill_at=chunk_3"], cwd=ROOT, capture_output=True, text=True)
+  killed = cli.run("pipelines.cli.datagen", args + ["--config.debug_kill_at=chunk_3"], workdir=tmp_path / "logs")
   assert killed.returncode == -9, killed.stderr[-2000:]
   with open(tmp_path / "k" / "journal" / "paths-0-of-1.jsonl") as f:
     partial = f.read()
   assert 0 < partial.count("\n") < 96  # it died midway
   with open(tmp_path / "k" / "journal" / "paths-0-of-1.jsonl", "a") as f:
     f.write('{"type": "path", "question_id": "cut-by-the-ki')  # a line torn by the kill
-  resumed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  resumed = cli.run("pipelines.cli.datagen", args, workdir=tmp_path / "logs")
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "already in the journal" in resumed.stderr
   assert _datasets(tmp_path / "k") == _datasets(tmp_path / "full")

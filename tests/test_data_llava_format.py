@@ -9,8 +9,6 @@ import json
 import math
 import os
 import random
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -309,13 +307,13 @@ def test_datagen_reads_questions_from_llava_json(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- CLI
 
-def _cli(workdir, *overrides, job="sft_reasoning"):
-  args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/{job}.py:tiny",
+def _cli(cli, workdir, *overrides, job="sft_reasoning"):
+  args = [f"--config={ROOT}/configs/{job}.py:tiny",
           f"--workdir={workdir}", "--config.checkpoint.every=0", "--config.export_params=False"]
   args += [f"--config.{o}" for o in overrides]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   t0 = time.time()
-  done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  done = cli.run("pipelines.cli.train", args, env=env, workdir=f"{workdir}-logs")
   return done, time.time() - t0
 
 
@@ -324,10 +322,11 @@ def llava_files(tmp_path_factory):
   return write_llava_data(str(tmp_path_factory.mktemp("llava_cli")))
 
 
-def test_cli_trains_on_llava_json_and_an_image_folder(llava_files, tmp_path):
+def test_cli_trains_on_llava_json_and_an_image_folder(llava_files, tmp_path, cli):
   d = llava_files
-  done, _ = _cli(tmp_path / "run", f"tokenizer={d['tok']}", f"data.paths={d['llava']}", f"data.image_root={d['root']}",
-                 "data.format=llava", "data.template=llava_llama_3", "optim.total_steps=3")  # source: auto
+  done, _ = _cli(cli, tmp_path / "run", f"tokenizer={d['tok']}", f"data.paths={d['llava']}",
+                 f"data.image_root={d['root']}", "data.format=llava", "data.template=llava_llama_3",
+                 "optim.total_steps=3")  # source: auto
   assert done.returncode == 0, done.stderr[-3000:]
   with open(tmp_path / "run" / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
@@ -336,7 +335,7 @@ def test_cli_trains_on_llava_json_and_an_image_folder(llava_files, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["llava_as_ours", "ours_as_llava"])
-def test_cli_on_the_wrong_format_stops_within_seconds_naming_the_file_and_record(llava_files, tmp_path, case):
+def test_cli_on_the_wrong_format_stops_within_seconds_naming_the_file_and_record(llava_files, tmp_path, case, cli):
   d = llava_files
   if case == "llava_as_ours":
     path, flags, hint = d["llava"], [], "this looks like LLaVA conversation JSON: add " \
@@ -344,8 +343,8 @@ def test_cli_on_the_wrong_format_stops_within_seconds_naming_the_file_and_record
   else:
     path = write_training_data(str(tmp_path / "ours"), n=8)["sft"]
     flags, hint = ["data.format=llava"], "this looks like insightv-jax 'reasoning_sft' records"
-  done, seconds = _cli(tmp_path / "run", f"tokenizer={d['tok']}", f"data.paths={path}", f"data.image_root={d['root']}",
-                       *flags)
+  done, seconds = _cli(cli, tmp_path / "run", f"tokenizer={d['tok']}", f"data.paths={path}",
+                       f"data.image_root={d['root']}", *flags)
   assert done.returncode != 0
   assert seconds < 30, seconds
   last = done.stderr.strip().splitlines()[-1]

@@ -18,10 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
-import threading
-import time
 from typing import Callable
 
 import pytest
@@ -88,34 +84,17 @@ class Result:
 
 
 def run_cli(cli: str, flags: dict, m: dict, w: str) -> tuple[int, float, str, float]:
-  """(exit status, seconds, stderr, wall seconds) of the CLI in a fresh process.
+  """(exit status, seconds, stderr, wall seconds) of the CLI in a fresh process (forked from the test session's
+  preloaded server, m["fork_server"]: tests/cli_fork.py).
 
   seconds = wall time less the time its main thread sat runnable in the kernel's run queue (/proc/<pid>/schedstat,
   read after it exits and before it is reaped): how long the failure takes on a machine of its own, whatever else
   is running on this one (other tests, other work). Time spent sleeping (retry backoff, timeouts) counts."""
   args = [f"--{k}={str(v).format(w=w, **m)}" for k, v in flags.items() if v is not None]
   os.makedirs(w, exist_ok=True)
-  with open(os.path.join(w, f"{cli}.stderr"), "w+") as err:
-    t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", f"pipelines.cli.{cli}", *args], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=err)
-    watchdog = threading.Timer(300, proc.kill)
-    watchdog.start()
-    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: /proc/<pid> is still there
-    wall = time.time() - t0
-    waited = _run_queue_seconds(proc.pid)
-    proc.wait()
-    watchdog.cancel()
-    err.seek(0)
-    return proc.returncode, wall - waited, err.read(), wall
-
-
-def _run_queue_seconds(pid: int) -> float:
-  try:
-    with open(f"/proc/{pid}/schedstat") as f:
-      return int(f.read().split()[1]) / 1e9
-  except (OSError, IndexError, ValueError):  # no schedstat: count the whole wall time
-    return 0.0
+  child = m["fork_server"].start(f"pipelines.cli.{cli}", args, env=ENV, stderr=os.path.join(w, f"{cli}.stderr"))
+  child.wait(timeout=300)
+  return child.status, child.seconds, child.read_stderr(), child.wall
 
 
 def tree_digest(folder: str) -> str:
@@ -523,11 +502,12 @@ def _selected(request) -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def results(request, tmp_path_factory, tiny_cfg):
+def results(request, tmp_path_factory, tiny_cfg, cli):
   from data_gen import pipeline
   selected = _selected(request)
   root = str(tmp_path_factory.mktemp("faults"))
   m = build_material(root, tiny_cfg)
+  m["fork_server"] = cli
   world = pipeline.make_world(_datagen_cfg())
   Teacher.world, Teacher.questions = world, [world.question(i) for i in range(4)]
 

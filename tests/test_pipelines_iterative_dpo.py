@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 from flax import nnx
 from train_data import write_training_data
@@ -20,24 +18,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
-def test_iterative_dpo_resumes_after_a_kill_between_stages(tmp_path, tiny_cfg):
+def test_iterative_dpo_resumes_after_a_kill_between_stages(tmp_path, tiny_cfg, cli):
   data = write_training_data(str(tmp_path / "data"), n=8)
   cfg = fit_model_config(tiny_cfg, load_tokenizer(data["tok"]))
   save_model(LlavaNext(cfg, rngs=nnx.Rngs(0)), str(tmp_path / "sft"), layout="params")
-  args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/dpo_iterative.py:tiny",
+  args = [f"--config={ROOT}/configs/dpo_iterative.py:tiny",
           f"--workdir={tmp_path / 'idpo'}", "--config.rounds=2", f"--config.start_model=params:{tmp_path / 'sft'}",
           "--config.sampler=scripted", "--config.datagen.questions=synthetic:8",
           "--config.datagen.world.kinds=left_of,chart_range", "--config.datagen.world.image_size=56",
           "--config.datagen.world.seed=1", "--config.datagen.assembly.min_score_gap=1",
           f"--config.train.tokenizer={data['tok']}", "--config.epochs=0.5",
           "--config.train.data.batch_size=2", "--config.train.checkpoint.every=0", "--config.train.mesh.fsdp=1"]
-  killed = subprocess.run(args + ["--config.debug_kill_at=round_1/train"], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+  killed = cli.run("pipelines.cli.train", args + ["--config.debug_kill_at=round_1/train"], env=ENV,
+                   workdir=tmp_path / "logs")
   assert killed.returncode == -9, killed.stderr[-3000:]
   export = tmp_path / "idpo" / "round_1" / "train" / "export" / "config.json"
   assert export.exists() and not (tmp_path / "idpo" / "round_2").exists()
   stamp = os.path.getmtime(export)
-  done = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+  done = cli.run("pipelines.cli.train", args, env=ENV, workdir=tmp_path / "logs")
   assert done.returncode == 0, done.stderr[-3000:]
   assert os.path.getmtime(export) == stamp  # round 1 was not redone
   assert (tmp_path / "idpo" / "round_2" / "train" / "export" / "config.json").exists()

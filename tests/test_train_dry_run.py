@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
-def _dry_run(tmp_path, job: str, *overrides: str) -> dict:
-  out = subprocess.run([sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/{job}.py:8b",
-                        f"--workdir={tmp_path}", "--dry_run", "--dry_run_devices=8", *overrides],
-                       cwd=ROOT, env={**ENV, "XLA_FLAGS": ""}, capture_output=True, text=True, timeout=600)
+def _dry_run(cli, tmp_path, job: str, *overrides: str) -> dict:
+  out = cli.run("pipelines.cli.train", [f"--config={ROOT}/configs/{job}.py:8b", f"--workdir={tmp_path}", "--dry_run",
+                                        "--dry_run_devices=8", *overrides],
+                env={**ENV, "XLA_FLAGS": ""}, workdir=f"{tmp_path}-logs")
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout[out.stdout.index("{"):out.stdout.rindex("}") + 1])
 
 
-def test_dry_run_compiles_the_8b_step_on_8_fake_devices(tmp_path):
-  report = _dry_run(tmp_path, "sft_reasoning", "--config.data.max_len=4096", "--config.data.batch_size=8")
+def test_dry_run_compiles_the_8b_step_on_8_fake_devices(tmp_path, cli):
+  report = _dry_run(cli, tmp_path, "sft_reasoning", "--config.data.max_len=4096", "--config.data.batch_size=8")
   assert report["task"] == "sft" and report["devices"] == 8 and report["mesh"]["fsdp"] == 8
   assert 7.5 < report["params_billion"] < 9.0
   assert 0 < report["per_device_GiB"]["arguments"] < 40 and report["per_device_GiB"]["temporaries"] > 0
@@ -28,10 +26,10 @@ def test_dry_run_compiles_the_8b_step_on_8_fake_devices(tmp_path):
   assert "ref_params" not in report["state_GiB_per_device"]
 
 
-def test_dry_run_compiles_the_8b_dpo_step_with_its_reference_model(tmp_path):
+def test_dry_run_compiles_the_8b_dpo_step_with_its_reference_model(tmp_path, cli):
   """The DPO step (policy and frozen reference over shared-prompt [prompt | chosen | rejected] rows, the default)
   compiles from the config alone."""
-  report = _dry_run(tmp_path, "dpo", "--config.data.max_len=1024", "--config.data.batch_size=8")
+  report = _dry_run(cli, tmp_path, "dpo", "--config.data.max_len=1024", "--config.data.batch_size=8")
   assert report["task"] == "dpo" and report["reference_model"] and report["mesh"]["fsdp"] == 8
   state = report["state_GiB_per_device"]
   params_gib = report["params_billion"] * 1e9 * 4 / 8 / 2**30  # fp32 master weights over 8 devices
@@ -47,10 +45,10 @@ def test_dry_run_compiles_the_8b_dpo_step_with_its_reference_model(tmp_path):
   assert report["model_TFLOPs_per_step"] == round(train_flops(mc, 1024, 8, report["tiles_per_row"]) / 1e12, 1)
 
 
-def test_dry_run_compiles_the_8b_grpo_step_and_counts_the_rollout_cache(tmp_path):
+def test_dry_run_compiles_the_8b_grpo_step_and_counts_the_rollout_cache(tmp_path, cli):
   """The GRPO step (group rows [prompt | reply_1 | ... | reply_G], a frozen reference since beta > 0) compiles from
   configs/grpo.py:8b, and the report counts the sampler's B x G KV cache."""
-  report = _dry_run(tmp_path, "grpo", "--config.data.max_len=512", "--config.grpo.num_generations=4",
+  report = _dry_run(cli, tmp_path, "grpo", "--config.data.max_len=512", "--config.grpo.num_generations=4",
                     "--config.grpo.max_new_tokens=32", "--config.grpo.questions_per_step=8",
                     "--config.grpo.prompts_per_call=4", "--config.grpo.beta=0.04")
   assert report["task"] == "grpo" and report["reference_model"] and report["mesh"]["fsdp"] == 8

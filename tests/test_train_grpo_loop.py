@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -41,13 +39,13 @@ def _rows(workdir):
     return [json.loads(line) for line in f]
 
 
-def _cli(workdir, data, **overrides):
-  args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/grpo.py:tiny",
+def _cli(cli, workdir, data, **overrides):
+  args = [f"--config={ROOT}/configs/grpo.py:tiny",
           f"--workdir={workdir}", f"--config.tokenizer={data['tok']}", f"--config.data.paths={data['questions']}",
           f"--config.data.image_root={data['root']}", "--config.data.template=llama3"]
   args += [f"--config.{k}={v}" for k, v in overrides.items()]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-  return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+  return cli.run("pipelines.cli.train", args, env=env, timeout=1800, workdir=f"{workdir}-logs")
 
 
 def test_rollout_prompts_and_replies_are_the_agents(data, tiny_cfg):
@@ -127,15 +125,15 @@ def test_grpo_learns_a_scripted_reward(data, tmp_path):
     assert key in rows[-1], key
 
 
-def test_resume_after_sigkill_gives_identical_metrics(data, tmp_path):
+def test_resume_after_sigkill_gives_identical_metrics(data, tmp_path, cli):
   common = {"optim.total_steps": 6, "checkpoint.every": 2, "grpo.max_new_tokens": 6, "grpo.num_iterations": 2,
             "grpo.beta": 0.05}
-  full = _cli(tmp_path / "full", data, **common)
+  full = _cli(cli, tmp_path / "full", data, **common)
   assert full.returncode == 0, full.stderr[-3000:]
-  killed = _cli(tmp_path / "killed", data, **common, debug_kill_at="step_4")
+  killed = _cli(cli, tmp_path / "killed", data, **common, debug_kill_at="step_4")
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert max(r["step"] for r in _rows(tmp_path / "killed")) == 4
-  resumed = _cli(tmp_path / "killed", data, **common)
+  resumed = _cli(cli, tmp_path / "killed", data, **common)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "restored step" in resumed.stderr
   a, b = _rows(tmp_path / "full"), _rows(tmp_path / "killed")

@@ -7,8 +7,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -29,15 +27,15 @@ def _losses(workdir):
   return [r["step"] for r in rows], np.asarray([r["loss"] for r in rows])
 
 
-def _cli(workdir, data, job="sft_reasoning", env_extra=None, **overrides):
+def _cli(cli, workdir, data, job="sft_reasoning", env_extra=None, **overrides):
   """Runs insightv-train in a fresh process; returns the CompletedProcess."""
-  args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/{job}.py:tiny",
+  args = [f"--config={ROOT}/configs/{job}.py:tiny",
           f"--workdir={workdir}", f"--config.tokenizer={data['tok']}",
           f"--config.data.paths={data['dpo' if job == 'dpo' else 'sft']}", f"--config.data.image_root={data['root']}"]
   args += [f"--config.{k}={v}" for k, v in overrides.items()]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
          **(env_extra or {})}
-  return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return cli.run("pipelines.cli.train", args, env=env, workdir=f"{workdir}-logs")
 
 
 def test_sharded_training_matches_single_device(data, tmp_path):
@@ -54,14 +52,14 @@ def test_sharded_training_matches_single_device(data, tmp_path):
   assert one[-1] < one[0]  # it learns
 
 
-def test_resume_after_sigkill_gives_identical_losses(data, tmp_path):
-  full = _cli(tmp_path / "full", data, **{"optim.total_steps": 20})
+def test_resume_after_sigkill_gives_identical_losses(data, tmp_path, cli):
+  full = _cli(cli, tmp_path / "full", data, **{"optim.total_steps": 20})
   assert full.returncode == 0, full.stderr[-3000:]
-  killed = _cli(tmp_path / "killed", data, **{"optim.total_steps": 20, "debug_kill_at": "step_12"})
+  killed = _cli(cli, tmp_path / "killed", data, **{"optim.total_steps": 20, "debug_kill_at": "step_12"})
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   steps, _ = _losses(tmp_path / "killed")
   assert max(steps) == 12  # ran past the step-10 checkpoint before dying
-  resumed = _cli(tmp_path / "killed", data, **{"optim.total_steps": 20})
+  resumed = _cli(cli, tmp_path / "killed", data, **{"optim.total_steps": 20})
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   restored = re.search(r"restored step (\d+)", resumed.stderr)
   assert restored and int(restored.group(1)) in (5, 10), resumed.stderr[-2000:]  # the step-10 save may not have
@@ -79,7 +77,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_train_save_and_restore(data, tmp_path):
+def test_two_processes_train_save_and_restore(data, tmp_path, cli):
   port = _free_port()
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
@@ -89,16 +87,15 @@ def test_two_processes_train_save_and_restore(data, tmp_path):
       overrides = {"optim.total_steps": steps, "checkpoint.every": 2, "mesh.fsdp": -1, "export_params": False,
                    "distributed.coordinator_address": f"127.0.0.1:{port}", "distributed.num_processes": 2,
                    "distributed.process_id": pid}
-      args = [sys.executable, "-m", "pipelines.cli.train", f"--config={ROOT}/configs/sft_reasoning.py:tiny",
+      args = [f"--config={ROOT}/configs/sft_reasoning.py:tiny",
               f"--workdir={tmp_path / 'run'}", f"--config.tokenizer={data['tok']}",
               f"--config.data.paths={data['sft']}", f"--config.data.image_root={data['root']}"]
       args += [f"--config.{k}={v}" for k, v in overrides.items()]
-      procs.append(subprocess.Popen(args, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-      assert p.returncode == 0, err[-3000:]
-    return [err for _, err in outs]
+      procs.append(cli.start("pipelines.cli.train", args, env={**os.environ, **env},
+                             stderr=tmp_path / f"process-{pid}-{steps}.stderr"))
+    for p in procs:
+      assert p.wait(600) == 0, p.read_stderr()[-3000:]
+    return [p.read_stderr() for p in procs]
 
   first = launch(3)
   assert any("mesh {'data': 1, 'fsdp': 4, 'tensor': 1} over 2 processes" in e for e in first)
