@@ -2,7 +2,18 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# Compile fast, run slow: the tests' programs are tiny, so LLVM's optimisation is most of their compile time and buys
+# nothing back (measured: three training tests 269 -> 179 s of CPU, results equal). Every process the tests start
+# gets it through xla_flags().
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a test process on `devices` fake CPU devices."""
+  return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
+
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import xla_flags
 from PIL import Image
 from train_data import loader_config, write_llava_data, write_training_data
 
@@ -311,7 +312,7 @@ def _cli(cli, workdir, *overrides, job="sft_reasoning"):
   args = [f"--config={ROOT}/configs/{job}.py:tiny",
           f"--workdir={workdir}", "--config.checkpoint.every=0", "--config.export_params=False"]
   args += [f"--config.{o}" for o in overrides]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1)}
   t0 = time.time()
   done = cli.run("pipelines.cli.train", args, env=env, workdir=f"{workdir}-logs")
   return done, time.time() - t0

@@ -21,6 +21,7 @@ import shutil
 from typing import Callable
 
 import pytest
+from conftest import xla_flags
 from fake_server import JsonHandler, serve, teacher_reply
 from flax import nnx
 from train_data import write_llava_data, write_training_data
@@ -32,7 +33,7 @@ from insightv_jax.model.llava import LlavaNext
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT_S = 30
 WORKERS = 3
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1),
        "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OPENAI_API_KEY": "sk-test"}
 # the flags every case of a CLI starts from ({name} fields come from the material, {w} is the case's folder)
 BASE = {

@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+from conftest import xla_flags
 from flax import nnx
 from train_data import write_training_data
 
@@ -15,7 +16,7 @@ from insightv_jax.data.tokenizer import fit_model_config, load_tokenizer
 from insightv_jax.model.llava import LlavaNext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1)}
 
 
 def test_iterative_dpo_resumes_after_a_kill_between_stages(tmp_path, tiny_cfg, cli):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 
+from conftest import FAST_COMPILE, xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1)}
 
 
 def _dry_run(cli, tmp_path, job: str, *overrides: str) -> dict:
   out = cli.run("pipelines.cli.train", [f"--config={ROOT}/configs/{job}.py:8b", f"--workdir={tmp_path}", "--dry_run",
                                         "--dry_run_devices=8", *overrides],
-                env={**ENV, "XLA_FLAGS": ""}, workdir=f"{tmp_path}-logs")
+                env={**ENV, "XLA_FLAGS": FAST_COMPILE}, workdir=f"{tmp_path}-logs")
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout[out.stdout.index("{"):out.stdout.rindex("}") + 1])
 

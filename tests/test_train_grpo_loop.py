@@ -10,6 +10,7 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import xla_flags
 from train_data import override, write_training_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +45,7 @@ def _cli(cli, workdir, data, **overrides):
           f"--workdir={workdir}", f"--config.tokenizer={data['tok']}", f"--config.data.paths={data['questions']}",
           f"--config.data.image_root={data['root']}", "--config.data.template=llama3"]
   args += [f"--config.{k}={v}" for k, v in overrides.items()]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1)}
   return cli.run("pipelines.cli.train", args, env=env, timeout=1800, workdir=f"{workdir}-logs")
 
 

@@ -11,6 +11,7 @@ import socket
 import jax
 import numpy as np
 import pytest
+from conftest import xla_flags
 from train_data import tiny_train_config, write_training_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ def _cli(cli, workdir, data, job="sft_reasoning", env_extra=None, **overrides):
           f"--workdir={workdir}", f"--config.tokenizer={data['tok']}",
           f"--config.data.paths={data['dpo' if job == 'dpo' else 'sft']}", f"--config.data.image_root={data['root']}"]
   args += [f"--config.{k}={v}" for k, v in overrides.items()]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1),
          **(env_extra or {})}
   return cli.run("pipelines.cli.train", args, env=env, workdir=f"{workdir}-logs")
 
@@ -79,7 +80,7 @@ def _free_port() -> int:
 
 def test_two_processes_train_save_and_restore(data, tmp_path, cli):
   port = _free_port()
-  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = {"XLA_FLAGS": xla_flags(2)}
 
   def launch(steps):
     procs = []
