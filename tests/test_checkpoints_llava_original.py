@@ -21,6 +21,7 @@ import pytest
 from conftest import model_preset
 from flax import nnx
 from hf_reference import IMAGE_TOKEN, TILE, VOCAB, build_hf_model, hf_processor, random_image, tiny_hf_config
+from llava_original_builders import base_config, think_tokenizer, vision_config_arg, write_original
 from test_model_parity import TOL, hf_logits, make_batch, our_logits
 from transformers import LlavaNextForConditionalGeneration
 
@@ -41,16 +42,6 @@ from insightv_jax.model.config import ConfigError, LlavaConfig, VisionConfig
 EXPANDED_3X3 = [[28, 28], [56, 28], [84, 28], [28, 56], [56, 56], [84, 56], [28, 84], [56, 84], [84, 84]]
 HW_5 = [[28, 56], [56, 28], [56, 56], [28, 84], [84, 28]]
 
-# llava-hf name (transformers v5 on disk) -> LLaVA-NeXT's module path (llava_arch.py, clip_encoder.py, builder.py)
-TO_ORIGINAL = [
-    ("vision_tower.", "model.vision_tower.vision_tower.vision_model."),
-    ("multi_modal_projector.linear_1.", "model.mm_projector.0."),
-    ("multi_modal_projector.linear_2.", "model.mm_projector.2."),
-    ("image_newline", "model.image_newline"),
-    ("language_model.model.", "model."),
-    ("language_model.lm_head.", "lm_head."),
-]
-
 CASES = {
     # the base model's settings: select layer -2; the pinpoint string of Insight-V's scripts; a tower dict
     "llama-clip-select-2": dict(text="llama", vision="clip", select=-2, pinpoints="(1x1),...,(3x3)",
@@ -64,56 +55,6 @@ CASES = {
                          hf_pinpoints=EXPANDED_3X3, vision_config="nested", tie=True),
 }
 IMAGES = [(40, 90), (70, 30), (33, 33), (200, 61)]
-
-
-def original_config(hf_cfg, case: dict) -> dict:
-  """An original config.json as LLaVA-NeXT's train.py writes it (flat text fields + mm_* fields)."""
-  text = hf_cfg.text_config.to_dict()
-  rope = text.pop("rope_parameters")
-  model_type = {"llama": "llava_llama", "qwen2": "llava_qwen"}[text["model_type"]]
-  return {
-      **text, "rope_theta": rope["rope_theta"], "rope_scaling": None, "model_type": model_type,
-      "architectures": [{"llava_llama": "LlavaLlamaForCausalLM", "llava_qwen": "LlavaQwenForCausalLM"}[model_type]],
-      "torch_dtype": "float32", "mm_vision_tower": f"/home/models/tiny-{case['vision']}",
-      "mm_hidden_size": hf_cfg.vision_config.hidden_size, "mm_projector_type": "mlp2x_gelu",
-      "mm_vision_select_layer": case["select"], "mm_vision_select_feature": "patch",
-      "mm_patch_merge_type": "spatial_unpad", "image_aspect_ratio": "anyres",
-      "image_grid_pinpoints": case["pinpoints"], "use_mm_proj": True, "mm_use_im_start_end": False,
-      "mm_use_im_patch_token": False, "mm_use_think_token": True, "tokenizer_padding_side": "right",
-      "tokenizer_model_max_length": 512, "mm_tunable_parts": "mm_mlp_adapter,mm_language_model",
-      "image_crop_resolution": None,
-  }
-
-
-def write_original(hf_model, hf_cfg, case: dict, folder) -> None:
-  """Rewrites a transformers LLaVA-NeXT checkpoint into the original layout."""
-  staging = str(folder) + "-hf"
-  hf_model.save_pretrained(staging)
-  last = hf_cfg.vision_config.num_hidden_layers - 1
-  tensors = {}
-  for name, f in open_checkpoint(staging).items():
-    if case["vision"] == "siglip" and name.startswith(f"vision_tower.encoder.layers.{last}."):
-      continue  # LLaVA-NeXT's SigLipVisionTower deletes the last layer before training and saving
-    disk = next(orig + name[len(hf):] for hf, orig in TO_ORIGINAL if name.startswith(hf))
-    tensors[disk] = np.array(f.get(name))
-  shutil.rmtree(staging)
-  write_checkpoint(str(folder), [(n, a.shape, a.dtype) for n, a in tensors.items()], tensors.__getitem__,
-                   max_shard_bytes=200_000)  # several shards + index.json, like the real checkpoints
-  with open(os.path.join(folder, "config.json"), "w") as f:
-    json.dump(original_config(hf_cfg, case), f, indent=2)
-
-
-def vision_config_arg(hf_cfg, kind: str, folder):
-  d = hf_cfg.vision_config.to_dict()
-  if kind == "dict":
-    return d
-  if kind == "nested":
-    return {"model_type": "siglip", "vision_config": {k: v for k, v in d.items() if k != "model_type"}}
-  path = os.path.join(str(folder) + "-tower", "config.json")
-  os.makedirs(os.path.dirname(path))
-  with open(path, "w") as f:
-    json.dump(d, f)
-  return path
 
 
 _BUILT: dict[str, tuple] = {}
@@ -250,24 +191,13 @@ def test_original_to_hf_runs_in_transformers(base_case, batch_images, tmp_path):
   assert np.abs(got[real][:, :VOCAB] - ref[real]).max() < TOL
 
 
-def _think_tokenizer(words: int):
-  """An Insight-V-like tokenizer: `words` plain tokens, then the four think tokens; no <image>."""
-  from tokenizers import Tokenizer, models, pre_tokenizers
-  from transformers import PreTrainedTokenizerFast
-  tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(words)}, unk_token="w0"))
-  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-  fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0")
-  fast.add_tokens(list(AGENT_TOKENS), special_tokens=True)
-  return fast
-
-
 def test_convert_cli_adds_image_token(agent_case, tmp_path, cli):
   """insightv-convert --to=orbax (deprecated spelling of --to=params) on an Insight-V folder: <image> appended after
   the think tokens, model grown."""
   _, _, _, folder, vision_config = agent_case
   src = tmp_path / "insight-v"
   shutil.copytree(folder, src)
-  tok = _think_tokenizer(VOCAB - len(AGENT_TOKENS))
+  tok = think_tokenizer(VOCAB - len(AGENT_TOKENS))
   tok.save_pretrained(src)
   think_ids = [tok.convert_tokens_to_ids(t) for t in AGENT_TOKENS]
   out = tmp_path / "orbax"
@@ -346,21 +276,6 @@ def test_buffers_skipped_unknown_tensors_named_in_original_spelling(base_case, t
 
 # ------------------------------------------------------------------------------------------------ config
 
-def _base_config(**kw) -> dict:
-  """lmms-lab/llama3-llava-next-8b's config.json (the fields that matter)."""
-  d = {
-      "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", "vocab_size": 128256,
-      "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-      "num_key_value_heads": 8, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
-      "rope_scaling": None, "attention_bias": False, "tie_word_embeddings": False, "hidden_act": "silu",
-      "torch_dtype": "bfloat16", "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_hidden_size": 1024,
-      "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
-      "mm_patch_merge_type": "spatial_unpad", "image_aspect_ratio": "anyres",
-      "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
-  }
-  d.update(kw)
-  return d
-
 
 def test_presets_resolve_for_the_real_towers():
   clip = VisionConfig(**VISION_TOWER_PRESETS["openai/clip-vit-large-patch14-336"])
@@ -369,7 +284,7 @@ def test_presets_resolve_for_the_real_towers():
   assert VISION_TOWER_PRESETS["google/siglip-so400m-patch14-384"] == model_preset("llava-next-qwen2-7b")[
       "vision_config"]
 
-  base = config_from_original(_base_config())
+  base = config_from_original(base_config())
   assert base.vision == clip and base.tokens_per_tile == 576 and base.feature_layers == (23,)
   assert base.image_grid_pinpoints == ((672, 336), (336, 672), (672, 672), (336, 1008), (1008, 336))  # (w, h) -> [h, w]
   assert base.image_token_index == 128256  # where llava-hf's converted model has <image> too
@@ -377,12 +292,12 @@ def test_presets_resolve_for_the_real_towers():
   assert base.text == dataclasses.replace(hf_8b.text, vocab_size=128256)  # llava-hf pads to 128320
 
   # Insight-V's reasoning agent: a local copy of the CLIP tower, select layer -1, the (1x1)..(3x3) string
-  agent = config_from_original(_base_config(mm_vision_tower="/home/models/clip-vit-large-patch14-336",
-                                            mm_vision_select_layer=-1, image_grid_pinpoints="(1x1),...,(3x3)"))
+  agent = config_from_original(base_config(mm_vision_tower="/home/models/clip-vit-large-patch14-336",
+                                           mm_vision_select_layer=-1, image_grid_pinpoints="(1x1),...,(3x3)"))
   assert agent.vision == clip and agent.feature_layers == (24,)
   assert sorted(agent.image_grid_pinpoints) == sorted((a * 336, b * 336) for a in (1, 2, 3) for b in (1, 2, 3))
 
-  qwen = config_from_original(_base_config(
+  qwen = config_from_original(base_config(
       model_type="llava_qwen", vocab_size=152064, mm_vision_tower="google/siglip-so400m-patch14-384",
       mm_hidden_size=1152, image_grid_pinpoints="(1x1),...,(2x2)"))
   assert qwen.vision.model_type == "siglip_vision_model" and qwen.vision.num_hidden_layers == 26  # last deleted
@@ -394,7 +309,7 @@ def test_presets_resolve_for_the_real_towers():
     assert config_from_original(d) == cfg
 
   with pytest.raises(ConfigError, match=r"mm_vision_tower='org/other-tower'.*vision_config="):
-    config_from_original(_base_config(mm_vision_tower="org/other-tower"))
+    config_from_original(base_config(mm_vision_tower="org/other-tower"))
 
 
 def test_pinpoint_string_expands_like_train_py():
