@@ -94,7 +94,10 @@ def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
   c.seeds = 3  # independent repetitions (model init + data order) of everything after the shared data
   c.first_seed = 0
-  c.workers = 2  # processes that run jobs side by side (a job uses about one core; 1 = all in this process)
+  # processes that run jobs side by side (1 = all in this process). A job's XLA step already uses both cores: the
+  # reasoning agent's SFT step alone 3.35 steps/s, two side by side 1.89 steps/s each (1.13x the work per second;
+  # 2-core AMD EPYC, 2026-12-07), so the second worker gains ~13%, mostly by overlapping compiles and sampling
+  c.workers = 2
   c.n_train = 3000  # training questions (data generation runs over all of them)
   c.n_test = 400  # held-out questions (reasoning and perception) for the evaluation
   c.chain_samples = 1  # chains per held-out reasoning question for the per-round chain accuracy
@@ -128,7 +131,11 @@ def get_config(arg: str = ""):
   # step ~300 (reasoning), ~40 (summary), ~80 (cot), ~40 (direct), yet a run at 400 / 150 / 100 / 150 steps and 300
   # held-out questions (24 min) broke: the summary agent answered one number to every reasoning question on 2 of 3
   # seeds (22.3%, two agents 37.0%), the one-model chain collapsed on 1 seed (57.9 +- 31.0%), and the 400-step
-  # reasoning agent of seed 2 (69% of chains right) got no better with DPO or GRPO. So the steps stay
+  # reasoning agent of seed 2 (69% of chains right) got no better with DPO or GRPO. So the steps stay. Nor do
+  # fewer, larger steps save time: the step is bound by its work per example (batch 32: 53.9 examples/s, batch 16:
+  # 53.6, one process, idle), and XLA CPU flags did not speed it (thunk runtime off 51.1, XNNPACK off 54.3, fast
+  # math 52.5, single-threaded Eigen 49.7 examples/s). 9.9 GFLOP per step at 3.35 steps/s is ~33 GFLOP/s, ~10% of
+  # JAX's fp32 matmul peak here (README): a profile of this step is where the 20-minute goal lies
   c.reasoning = _train(train_base.base("sft", "tiny"), 600, 1e-3, 160)  # reasoning agent (reasoning_sft + slips)
   c.summary = _train(train_base.base("sft", "tiny"), 300, 3e-3, 192)  # summary agent (summary_sft [+ slips])
   # baseline: question -> answer. At max_len 72 the loader skipped the long perception questions as over-long (prompt
