@@ -39,10 +39,10 @@ log = logging.getLogger(__name__)
 def apply_recorded_defaults(config, *, model: str = "model.init", template: str = "data.template",
                             prompts: str = "data.prompts") -> None:
   """Fills a job config's template and prompt preset left "" with what its model's folder records (insightv.json,
-  checkpoints/model_card.py), else the defaults (templates.DEFAULT_TEMPLATE, prompts.DEFAULT_PRESET); logs where each value
-  came from, and warns when a flag overrides a different recorded value. model / template / prompts: the dotted
-  config fields (train: model.init, data.template, data.prompts; eval: reasoning_model, template, prompts); a
-  field the config does not have is left out."""
+  checkpoints/model_card.py), else the defaults (templates.DEFAULT_TEMPLATE, prompts.DEFAULT_PRESET); logs where
+  each value came from, and warns when a flag overrides a different recorded value. model / template / prompts:
+  the dotted config fields (train: model.init, data.template, data.prompts; eval: reasoning_model, template,
+  prompts); a field the config does not have is left out."""
   spec = _get(config, model) or ""
   card, where = model_card.for_spec(spec), f"--config.{model}={spec}"
   for key, field, fallback in ((template, "template", DEFAULT_TEMPLATE), (prompts, "prompts", DEFAULT_PRESET)):
