@@ -2,10 +2,12 @@
 
 import os
 
-# Compile fast, run slow: the tests' programs are tiny, so LLVM's optimisation is most of their compile time and buys
-# nothing back (measured: three training tests 269 -> 179 s of CPU, results equal). Every process the tests start
-# gets it through xla_flags().
-FAST_COMPILE = "--xla_backend_optimization_level=0"
+# Compile fast, run slow: the tests' programs are tiny, so compiling is most of their time. LLVM's optimisation buys
+# nothing back (measured: three training tests 269 -> 179 s of CPU, results equal), and XLA:CPU's MLIR fusion
+# emitters take twice the time of its elemental emitter on these programs (the tiny SFT step: 8.0-9.5 s -> 4.1-4.3 s
+# of compile at -O0; the elemental emitter without -O0 takes 21 s: the two go together). Every process the tests
+# start gets them through xla_flags().
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 
 def xla_flags(devices: int) -> str:

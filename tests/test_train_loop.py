@@ -85,7 +85,9 @@ def test_two_processes_train_save_and_restore(data, tmp_path, cli):
   def launch(steps):
     procs = []
     for pid in range(2):
-      overrides = {"optim.total_steps": steps, "checkpoint.every": 2, "mesh.fsdp": -1, "export_params": False,
+      # a constant lr: both launches compile one program (the second loads it from the compilation cache)
+      overrides = {"optim.total_steps": steps, "optim.warmup_ratio": 0.0, "optim.final_lr_ratio": 1.0,
+                   "checkpoint.every": 2, "mesh.fsdp": -1, "export_params": False,
                    "distributed.coordinator_address": f"127.0.0.1:{port}", "distributed.num_processes": 2,
                    "distributed.process_id": pid}
       args = [f"--config={ROOT}/configs/sft_reasoning.py:tiny",
@@ -129,6 +131,26 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(data, tmp_path):
   with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
     train(bad, str(tmp_path / "run"))
   assert sorted(int(d) for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit())[-1] == 6
+
+
+def test_a_constant_lr_is_one_program_whatever_the_run_length():
+  import ml_collections
+
+  from insightv_jax.train import optim
+  cfg = lambda total, final: ml_collections.ConfigDict(dict(lr=3e-4, warmup_ratio=0.0, total_steps=total,
+                                                            final_lr_ratio=final))
+  count = jax.numpy.arange(12)
+  values = lambda schedule: np.asarray(jax.vmap(lambda c: jax.numpy.float32(schedule(c)))(count))
+  np.testing.assert_array_equal(values(optim.lr_schedule(cfg(5, 1.0))), values(optax_cosine(cfg(5, 1.0))))
+  jaxpr = lambda c: str(jax.make_jaxpr(optim.lr_schedule(c))(count[0]))
+  assert jaxpr(cfg(3, 1.0)) == jaxpr(cfg(500, 1.0))  # the length is not in the program
+  assert jaxpr(cfg(3, 0.0)) != jaxpr(cfg(500, 0.0))  # a decay's is
+
+
+def optax_cosine(c):
+  import optax
+  return optax.warmup_cosine_decay_schedule(init_value=c.lr, peak_value=c.lr, warmup_steps=0,
+                                            decay_steps=c.total_steps, end_value=c.lr * c.final_lr_ratio)
 
 
 def test_frozen_parameters_get_no_update_and_no_optimizer_state(tiny_model):

@@ -25,8 +25,14 @@ def trainable_mask(params, freeze: Sequence[str]):
 
 
 def lr_schedule(cfg) -> optax.Schedule:
-  """cfg: lr, warmup_ratio (of total_steps), total_steps, final_lr_ratio."""
+  """cfg: lr, warmup_ratio (of total_steps), total_steps, final_lr_ratio.
+
+  No warmup and final_lr_ratio 1 is a constant lr: then the compiled step does not depend on total_steps, so runs
+  that differ only in their length share one compiled program (the persistent compilation cache hits).
+  """
   warmup = max(int(cfg.warmup_ratio * cfg.total_steps), 0)
+  if not warmup and cfg.final_lr_ratio == 1.0:
+    return optax.constant_schedule(cfg.lr)
   return optax.warmup_cosine_decay_schedule(init_value=0.0 if warmup else cfg.lr, peak_value=cfg.lr,
                                             warmup_steps=warmup, decay_steps=max(cfg.total_steps, warmup + 1),
                                             end_value=cfg.lr * cfg.final_lr_ratio)
