@@ -79,6 +79,17 @@ def test_splash_under_a_mesh_runs_per_shard():
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=TOL, rtol=0)
 
 
+def test_the_cached_splash_kernel_outlives_the_trace_that_built_it():
+  """The kernel is cached per (heads, length): built inside one trace (a scan body, as in a scanned model), it
+  serves the next trace (before the fix: UnexpectedTracerError, met when tests ran in another order)."""
+  attention._splash_kernel.cache_clear()
+  q, k, v = random_qkv(40)
+  seg = jnp.asarray(segment_rows(40))
+  run = lambda q, k, v: attention.splash_attention(q, k, v, seg, interpret=True)
+  first = jax.lax.scan(lambda c, _: (c, run(q, k, v)), 0, None, length=1)[1][0]
+  np.testing.assert_allclose(jax.jit(run)(q, k, v), first, atol=TOL, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------ inside the model
 
 

@@ -207,6 +207,6 @@ def test_training_on_precomputed_refs_gives_the_model_reference_losses(data, sco
       rows[name] = [json.loads(line) for line in f]
   assert [r["step"] for r in rows["pre"]] == [1, 2, 3]
   for a, b in zip(rows["model"], rows["pre"]):
-    for k in ("loss", "rewards/margin", "rewards/chosen", "grad_norm"):
-      np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    for k in ("loss", "rewards/margin", "rewards/chosen", "grad_norm"):  # two programs' fp32 sums of ~100 token
+      np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)  # log-probs: a few ulps x beta apart
   assert jnp.isfinite(rows["pre"][-1]["loss"])

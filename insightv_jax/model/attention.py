@@ -222,7 +222,10 @@ def _splash_kernel(heads: int, length: int, interpret: bool):
   sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
                         block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
   mask = sa.MultiHeadMask([sa.CausalMask((length, length)) for _ in range(heads)])
-  return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+  # cached across traces, so its mask arrays must be concrete: built inside the first trace that asks for it they
+  # would be that trace's tracers, and the next trace would fail with UnexpectedTracerError
+  with jax.ensure_compile_time_eval():
+    return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
 def _splash_local(q, k, v, segments, *, interpret: bool):
