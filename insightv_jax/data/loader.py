@@ -119,7 +119,7 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
   encoder = Encoder(cfg, model_cfg, tokenizer, dpo=dpo, shared=shared, stop=stop)
   _probe(ds, encoder, cfg)
   ds = ds.map(encoder)
-  it = ds.to_iter_dataset()
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads))
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   it = Batcher(it, cfg, geometry=geometry(cfg, model_cfg, process_count), pad_id=pad_id, batch_type=batch_type,
                stop=stop)
