@@ -266,3 +266,5 @@ def test_cot_target_and_the_deprecated_cot_format(data):
     loader.make_dataset(data["src"], _cfg(data, prompts="llava"), data["cfg"], data["tok"])
   with pytest.raises(ValueError, match="data.target='chain'"):
     loader.make_dataset(data["src"], _cfg(data, target="chain"), data["cfg"], data["tok"])
+  with pytest.raises(ValueError, match="data.read_threads=-1; expected 0"):
+    loader.make_dataset(data["src"], _cfg(data, read_threads=-1), data["cfg"], data["tok"])

@@ -108,6 +108,9 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
     raise InputError(f"--config.data.format={cfg.format!r}; expected one of {FORMATS}")
   if cfg.target not in TARGETS:
     raise InputError(f"--config.data.target={cfg.target!r}; expected one of {TARGETS}")
+  if cfg.read_threads < 0:
+    raise InputError(f"--config.data.read_threads={cfg.read_threads}; expected 0 (read in the iterating thread) or "
+                     "a positive number of reader threads")
   if cfg.prompts not in prompts.PROMPT_PRESETS:
     raise InputError(f"--config.data.prompts={cfg.prompts!r}; expected one of {sorted(prompts.PROMPT_PRESETS)}")
   ds = grain.MapDataset.source(source)
