@@ -102,8 +102,11 @@ def get_config(arg: str = ""):
   # reasoning agent's SFT step alone 3.35 steps/s, two side by side 1.89 steps/s each (1.13x the work per second;
   # 2-core AMD EPYC, 2026-12-07), so the second worker gains ~13%, mostly by overlapping compiles and sampling
   c.workers = 2
+  # each worker on its own share of the CPUs (one core each here): two pinned SFT jobs ran 1.90 + 1.87 steps/s
+  # against 1.75-1.78 each unpinned (2-core AMD EPYC, 2026-12-07); a job alone on one core 2.02
+  c.pin_workers = True
   c.n_train = 3000  # training questions (data generation runs over all of them)
-  c.n_test = 400  # held-out questions (reasoning and perception) for the evaluation
+  c.n_test = 300  # held-out questions (reasoning and perception) for the evaluation
   c.chain_samples = 1  # chains per held-out reasoning question for the per-round chain accuracy
   c.tokenizer_vocab = 512  # BPE trained on the demo's own text (words of the chains become single tokens)
   # flawed chains whose running count slips, per reasoning question, added to the summary agent's mix (0: none; at
@@ -140,15 +143,19 @@ def get_config(arg: str = ""):
   # 53.6, one process, idle), and XLA CPU flags did not speed it (thunk runtime off 51.1, XNNPACK off 54.3, fast
   # math 52.5, single-threaded Eigen 49.7 examples/s). 9.9 GFLOP per step at 3.35 steps/s is ~33 GFLOP/s, ~10% of
   # JAX's fp32 matmul peak here (README): a profile of this step is where the 20-minute goal lies
-  c.reasoning = _train(train_base.base("sft", "tiny"), 600, 1e-3, 160)  # reasoning agent (reasoning_sft + slips)
-  c.summary = _train(train_base.base("sft", "tiny"), 300, 3e-3, 192)  # summary agent (summary_sft [+ slips])
+  # The 20-minute run (2026-12-07): the same numbers of updates, fewer examples per update: the reasoning agent 600
+  # steps of 8 (was 16), the summary agent 300 of 12 (was 16); max_len just above each job's longest example
+  # (reasoning 149 tokens, summary 179, direct 89, cot 150; tokens per step are max_len x batch, padded); cot and
+  # direct 120 steps (losses flat from ~80 and ~40)
+  c.reasoning = _train(train_base.base("sft", "tiny"), 600, 1e-3, 152, batch=8)  # reasoning_sft + slips
+  c.summary = _train(train_base.base("sft", "tiny"), 300, 3e-3, 184, batch=12)  # summary_sft [+ slips]
   # baseline: question -> answer. At max_len 72 the loader skipped the long perception questions as over-long (prompt
   # alone 69-85 tokens; 2388 records skipped in 200 steps) and the model answered a number to every perception
-  # question (0.0%; so did a 400-step lr 1e-3 probe): 96 holds every question
-  c.direct = _train(train_base.base("sft", "tiny"), 200, 3e-3, 96)
+  # question (0.0%; so did a 400-step lr 1e-3 probe): 92 holds every question (the longest: 89 tokens)
+  c.direct = _train(train_base.base("sft", "tiny"), 120, 3e-3, 92)
   # baseline: one model writing chain and answer; trained on the reasoning agent's chains, each followed by its
   # answer, starting from the reasoning agent (a chain writer already: it learns to end with the answer)
-  c.cot = _train(train_base.base("sft", "tiny"), 200, 1e-3, 184)
+  c.cot = _train(train_base.base("sft", "tiny"), 120, 1e-3, 152)
   c.cot.data.target = "cot"
 
   c.eval_batch_size = 50
@@ -165,9 +172,9 @@ def get_config(arg: str = ""):
   i.datagen.update(c.datagen)  # the demo's world and assessment ...
   i.datagen.world.kinds = "count"  # ... on reasoning questions (chains that reach a total the scorer can check)
   i.datagen.world.split = "dpo"  # questions of their own, neither training nor held-out ones
-  i.datagen.questions = "synthetic:64"  # questions sampled by the reasoning agent per round (GRPO asks the same)
+  i.datagen.questions = "synthetic:48"  # questions sampled by the reasoning agent per round (GRPO asks the same)
   i.datagen.synthesis = "chains"
-  i.datagen.progressive.paths_per_question = 8  # a round samples 64 x 8 = 512 chains
+  i.datagen.progressive.paths_per_question = 8  # a round samples 48 x 8 = 384 chains
   i.datagen.assembly.pairs_per_question = 4  # best vs worst chain, walking inward: up to 4 pairs per question
   i.datagen.progressive.max_chain_tokens = c.reasoning_max_new_tokens
   i.datagen.backend.template = c.reasoning.data.template
@@ -183,9 +190,9 @@ def get_config(arg: str = ""):
   # of as many rollouts as one DPO round samples chains (pipelines/demo_rl.py): point k and round k have sampled
   # the same number of chains
   c.grpo_points = i.rounds
-  # lr 1e-4 (3e-4 lowered accuracy at T 1.35, 1e-3 collapsed it: module doc); 4 rollouts of 16 x 8 per point
+  # lr 1e-4 (3e-4 lowered accuracy at T 1.35, 1e-3 collapsed it: module doc); 3 rollouts of 16 x 8 per point
   c.grpo = _rl("reasoning", 0, 1e-4, c.reasoning_max_new_tokens, 896)  # total_steps: set per segment
   c.grpo.grpo.temperature = i.sample_temperature
   # J-GRPO of the SFT summary agent on the SFT reasoning agent's own chains (DPO round 1's samples)
-  c.summary_rl = _rl("summary", 16, 1e-4, c.answer_max_new_tokens, 320)  # lr not probed: GRPO's
+  c.summary_rl = _rl("summary", 12, 1e-4, c.answer_max_new_tokens, 320)  # lr not probed: GRPO's
   return c

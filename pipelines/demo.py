@@ -11,7 +11,8 @@ Per seed (pipelines/demo_seed.py; jobs run side by side in `workers` processes):
   5. iterative DPO of the reasoning agent (sample -> assess -> pairs -> DPO, K rounds)  -> seed_<s>/dpo/round_k/
   6. GRPO of the SFT reasoning agent on the same questions, at the DPO rounds' sampling budgets, and J-GRPO of the
      summary agent on the reasoning agent's own chains (pipelines/demo_rl.py)   -> seed_<s>/{grpo,summary_rl}/
-  7. evaluation on held-out questions and the reasoning agent's chain accuracy per stage -> seed_<s>/eval/
+  7. evaluation on held-out questions -> seed_<s>/eval/, and the reasoning agent's chain accuracy per stage (a
+     job of its own, after DPO and GRPO)                                         -> seed_<s>/chains/
 Then report.md: mean ± std over seeds, min-max, the Wilson interval of the pooled answers, reasoning vs
 perception questions, chain accuracy against the sampling budget (DPO rounds, GRPO points), the claims judged,
 and PNG plots (pipelines/demo_report.py).
@@ -42,11 +43,12 @@ from pipelines import demo_eval, demo_rl, demo_seed
 from pipelines.demo_report import write_report
 from pipelines.demo_seed import Paths
 
-# relative cost of each job, for the schedule (longest remaining path first): per-seed job seconds of a run of the
-# default config on 2 cores (2026-12-07: reasoning 312-353 s, grpo 108-198, summary 181-194, cot ~120, dpo 85-111,
-# eval 113-147, direct ~66, summary_rl ~32-60)
-COST = {"reasoning": 5.0, "summary": 3.0, "direct": 1.0, "cot": 2.0, "dpo": 1.5, "grpo": 2.5, "summary_rl": 0.7,
-        "eval": 2.0}
+# relative cost of each job, for the schedule (longest remaining path first): per-seed job seconds expected of the
+# default config on 2 cores, from a run of the previous settings (2026-12-07: reasoning 312-353 s at batch 16, grpo
+# 108-198 at 4 rollouts per point, summary 181-194 at batch 16, cot ~120 and direct ~66 at 200 steps, dpo 85-111,
+# eval 113-147 with the chain accuracy, summary_rl ~32-60) scaled to today's steps, batches and questions
+COST = {"reasoning": 2.5, "summary": 2.3, "direct": 0.7, "cot": 1.1, "dpo": 1.6, "grpo": 1.9, "summary_rl": 0.5,
+        "eval": 1.0, "chains": 0.5}
 
 
 def run_demo(cfg, wd: str) -> dict:
@@ -94,10 +96,12 @@ def run_demo(cfg, wd: str) -> dict:
     # its chains: the SFT reasoning agent's samples of DPO round 1
     jobs[f"seed {s} summary_rl"] = _Job(demo_rl.summary_rl_job, (cfg, wd, s), (f"seed {s} summary", f"seed {s} dpo"),
                                         "summary_rl")
+    jobs[f"seed {s} chains"] = _Job(demo_eval.chains_job, (cfg, wd, s), (f"seed {s} dpo", f"seed {s} grpo"), "chains")
     jobs[f"seed {s} eval"] = _Job(demo_eval.eval_job, (cfg, wd, s), tuple(
         f"seed {s} {n}" for n in (*demo_seed.SFT_JOBS, "dpo", "grpo", "summary_rl")), "eval")
   t = time.time()
-  job_seconds = _run_jobs(jobs, cfg.workers, log_dir=os.path.join(wd, "logs"), cache=os.path.join(wd, "jax_cache"))
+  job_seconds = _run_jobs(jobs, cfg.workers, log_dir=os.path.join(wd, "logs"), cache=os.path.join(wd, "jax_cache"),
+                          pin=cfg.pin_workers)
   timings[f"{len(seeds)} seeds ({cfg.workers} workers side by side)"] = time.time() - t
   for kind in COST:
     timings[f"  {kind} (job time, summed over seeds)"] = sum(v for k, v in job_seconds.items() if jobs[k].kind == kind)
@@ -192,10 +196,14 @@ class _Job:
   kind: str
 
 
-def _run_jobs(jobs: dict[str, _Job], workers: int, log_dir: str, cache: str) -> dict[str, float]:
+def _run_jobs(jobs: dict[str, _Job], workers: int, log_dir: str, cache: str, pin: bool = False
+              ) -> dict[str, float]:
   """Runs every job after its dependencies, `workers` at a time (1: in this process, in order); returns the
   seconds each took. Among ready jobs the one with the longest remaining path (by COST) starts first, except that
   a job whose kind is running and has not finished once yet waits while another job can start.
+
+  pin: each worker process keeps to its own share of this process's CPUs (`worker_cpus`), so that two jobs' XLA
+  threads do not take turns on every core.
 
   Compiled programs go to a persistent cache in `cache`: the seeds' jobs have the same shapes, so only the first
   job of each kind compiles (hence the exception: two of a kind started together would both compile).
@@ -213,7 +221,10 @@ def _run_jobs(jobs: dict[str, _Job], workers: int, log_dir: str, cache: str) -> 
     return seconds
   pending, running = dict(jobs), {}
   ctx = multiprocessing.get_context("spawn")  # JAX does not survive fork
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+  counter = ctx.Value("i", 0)  # the next worker's index (each worker takes one at start)
+  cpus = sorted(os.sched_getaffinity(0)) if pin else []
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                              initargs=(counter, cpus, workers)) as pool:
     while pending or running:
       while len(running) < workers:
         warm = {jobs[n].kind for n in seconds}
@@ -237,7 +248,21 @@ def _run_jobs(jobs: dict[str, _Job], workers: int, log_dir: str, cache: str) -> 
   return seconds
 
 
-def _init_worker():
+def worker_cpus(cpus: list[int], workers: int, index: int) -> list[int]:
+  """Worker `index`'s share of `cpus`: an equal, disjoint slice (the last takes the remainder), or all of them
+  when there are fewer CPUs than workers (no pinning)."""
+  share = len(cpus) // workers
+  if not share:
+    return list(cpus)
+  return list(cpus[index * share:] if index == workers - 1 else cpus[index * share:(index + 1) * share])
+
+
+def _init_worker(counter, cpus: list[int], workers: int):
+  if cpus:  # before the first job: XLA's threads start with the backend, on the CPUs allowed then
+    with counter.get_lock():
+      index = counter.value
+      counter.value += 1
+    os.sched_setaffinity(0, worker_cpus(cpus, workers, index % workers))
   from absl import flags
   flags.FLAGS.mark_as_parsed()  # Grain reads absl flags; the worker never parses a command line
   logging.set_verbosity(logging.INFO)  # into each job's log file (`_timed`); the worker has no console handler

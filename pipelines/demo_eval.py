@@ -1,6 +1,9 @@
-"""The demo's evaluation of one seed (after every other job of the seed): every system on the held-out questions,
-and the reasoning agent's sampled chain accuracy after SFT, after each DPO round and at each GRPO point
--> workdir/seed_<s>/eval/{<system>.jsonl, report.md, results.json}.
+"""The demo's evaluation of one seed, as two jobs that run side by side:
+  eval_job    (after every other job of the seed) every system on the held-out questions
+              -> workdir/seed_<s>/eval/{<system>.jsonl, report.md, results.json}
+  chains_job  (after DPO and GRPO) the reasoning agent's sampled chain accuracy after SFT, after each DPO round and
+              at each GRPO point, and each round's pair counts -> workdir/seed_<s>/chains/results.json
+`read_results` merges the two for the report.
 
 Systems (`systems(cfg)`: key -> label): the baselines (direct answer; chain and answer from one model), the summary
 agent alone, and two agents with the reasoning agent after SFT / the last DPO round / the last GRPO point and the
@@ -73,9 +76,8 @@ def eval_job(cfg, wd: str, seed: int) -> None:
   direct = agent(export("direct"), "direct", cfg.answer_max_new_tokens)
   cot = agent(export("cot"), "cot", cfg.reasoning_max_new_tokens + 10, stop_tokens=infer.agents.COT_STOP_TOKENS)
   specs = reasoners(cfg, wd, seed)
-  reasoning = {name: agent(spec, "reasoning", cfg.reasoning_max_new_tokens) for name, spec in specs.items()}
-  greedy = {name: _SameChains(reasoning[name]) for name in ("sft", f"dpo_{rounds}", f"grpo_{points}")
-            if name in reasoning}
+  greedy = {name: _SameChains(agent(specs[name], "reasoning", cfg.reasoning_max_new_tokens))
+            for name in ("sft", f"dpo_{rounds}", f"grpo_{points}") if name in specs}
   fns = {"direct": lambda ex: infer.direct(direct, ex),
          "cot": lambda ex: infer.chain_of_thought(cot, ex),
          "summary_alone": lambda ex: infer.two_agents(_Silent(summary.prompts), summary, ex),
@@ -90,23 +92,51 @@ def eval_job(cfg, wd: str, seed: int) -> None:
   runner.write_report(out, {labels[k]: rows for k, rows in results.items()},
                       title=f"Held-out synthetic questions, seed {seed}")
 
-  reasoning_qs = [q for q in questions if q.meta.get("task") not in PERCEPTION_KINDS]
-  chains = {name: chain_accuracy(a, reasoning_qs, cfg) for name, a in reasoning.items()}
-  dpo = []
-  for r in range(1, rounds + 1):
-    with open(p.seed(seed, "dpo", f"round_{r}", "sample", "report", "counts.json")) as f:
-      counts = json.load(f)
-    dpo.append({"round": r, "pairs": counts["datasets"]["dpo"], "sampled": counts["paths"],
-                "sampled_correct": counts["answer_correct"]})
   write_json(os.path.join(out, "results.json"), {
       "seed": seed,
       "systems": {k: [{"id": r["id"], "category": r["category"], "correct": bool(r["correct"])} for r in rows]
                   for k, rows in results.items()},
-      "chains": chains,
-      "dpo": dpo,
       "grpo": _rl_metrics(p.seed(seed, "grpo", "metrics.jsonl")),
       "summary_rl": _rl_metrics(p.seed(seed, "summary_rl", "metrics.jsonl"))})
   mark_done(out)
+
+
+def chains_job(cfg, wd: str, seed: int) -> None:
+  """The reasoning agent's sampled chain accuracy on the held-out reasoning questions at every stage (`reasoners`),
+  and each DPO round's pairs."""
+  from pipelines.demo_seed import Paths
+  p = Paths(wd)
+  out = p.seed(seed, "chains")
+  if is_done(out):
+    return
+  tokenizer = load_tokenizer(p.tok)
+  questions = [q for q in readers.read_benchmark(p.test) if q.meta.get("task") not in PERCEPTION_KINDS]
+  gen = infer.GenerationConfig(max_new_tokens=cfg.reasoning_max_new_tokens, batch_size=cfg.eval_batch_size,
+                               seed=seed)
+  chains = {name: chain_accuracy(infer.Agent(load_model(spec), tokenizer, cfg.reasoning.data.template, gen,
+                                             preset=cfg.reasoning.data.prompts), questions, cfg)
+            for name, spec in reasoners(cfg, wd, seed).items()}
+  dpo = []
+  for r in range(1, cfg.dpo_iterative.rounds + 1):
+    with open(p.seed(seed, "dpo", f"round_{r}", "sample", "report", "counts.json")) as f:
+      counts = json.load(f)
+    dpo.append({"round": r, "pairs": counts["datasets"]["dpo"], "sampled": counts["paths"],
+                "sampled_correct": counts["answer_correct"]})
+  os.makedirs(out, exist_ok=True)
+  write_json(os.path.join(out, "results.json"), {"seed": seed, "chains": chains, "dpo": dpo})
+  mark_done(out)
+
+
+def read_results(wd: str, seed: int) -> dict:
+  """One seed's results for the report: eval_job's ("systems", "grpo", "summary_rl") and chains_job's ("chains",
+  "dpo")."""
+  from pipelines.demo_seed import Paths
+  p = Paths(wd)
+  out = {}
+  for job in ("eval", "chains"):
+    with open(p.seed(seed, job, "results.json")) as f:
+      out.update(json.load(f))
+  return out
 
 
 def chain_accuracy(reasoner: infer.Agent, questions, cfg) -> list[bool]:

@@ -1,9 +1,9 @@
 """The demo's report over seeds: report.md + report.json (tables, the claims judged) and the PNG plots
 (pipelines/demo_plots.py). Statistics: pipelines/demo_stats.py.
 
-Reads each seed's eval/results.json (pipelines/demo_eval.py): {"systems": {key: [{id, category, correct}]},
-"chains": {stage: [bool per sampled chain]} (stage: sft, dpo_<k>, grpo_<k>), "dpo": [per-round pair counts],
-"grpo" / "summary_rl": [{step, accuracy}] per rollout}.
+Reads each seed's results (pipelines/demo_eval.py `read_results`: eval/results.json and chains/results.json):
+{"systems": {key: [{id, category, correct}]}, "chains": {stage: [bool per sampled chain]} (stage: sft, dpo_<k>,
+grpo_<k>), "dpo": [per-round pair counts], "grpo" / "summary_rl": [{step, accuracy}] per rollout}.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 from data_gen.synthetic.world import PERCEPTION_KINDS
 from pipelines import demo_plots, demo_rl, demo_stats
-from pipelines.demo_eval import systems
+from pipelines.demo_eval import read_results, systems
 from pipelines.demo_plots import SPLITS
 from pipelines.demo_seed import Paths
 from pipelines.demo_stats import Cell, pct
@@ -108,10 +108,7 @@ def claims(table: dict[str, dict[str, Cell]], chains: dict[str, Cell], cfg) -> l
 def write_report(wd: str, cfg, *, seeds: list[int], task: str, timings: dict[str, float]) -> dict:
   p = Paths(wd)
   rounds = cfg.dpo_iterative.rounds
-  results = []
-  for s in seeds:
-    with open(p.seed(s, "eval", "results.json")) as f:
-      results.append(json.load(f))
+  results = [read_results(wd, s) for s in seeds]
   table, chains = tables(results, cfg)
   labels = systems(cfg)
   curve = stages(cfg, chains)

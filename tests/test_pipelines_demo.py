@@ -73,8 +73,8 @@ def _answers(n: int, right: int) -> list[bool]:
 
 
 def test_the_report_over_seeds(tmp_path):
-  """write_report over 3 seeds' results.json (written here, no models): mean ± std, Wilson, the budget table and
-  the claims judged from the intervals."""
+  """write_report over 3 seeds' eval and chains results.json (written here, no models): mean ± std, Wilson, the
+  budget table and the claims judged from the intervals."""
   from pipelines.demo_eval import systems
   from pipelines.demo_report import write_report
   from pipelines.demo_seed import Paths
@@ -96,11 +96,13 @@ def test_the_report_over_seeds(tmp_path):
             for k, (r, q) in right.items()}
     assert set(rows) == set(systems(cfg))
     os.makedirs(p.seed(s, "eval"))
+    os.makedirs(p.seed(s, "chains"))
     with open(p.seed(s, "eval", "results.json"), "w") as f:
-      json.dump({"seed": s, "systems": rows, "chains": {k: _answers(100, v + s) for k, v in chains.items()},
-                 "dpo": [{"round": 1, "pairs": 40 + s, "sampled": 8, "sampled_correct": 4}],
-                 "grpo": [{"step": 1, "accuracy": 0.5}, {"step": 2, "accuracy": 0.75}],
+      json.dump({"seed": s, "systems": rows, "grpo": [{"step": 1, "accuracy": 0.5}, {"step": 2, "accuracy": 0.75}],
                  "summary_rl": [{"step": 1, "accuracy": 0.25}]}, f)
+    with open(p.seed(s, "chains", "results.json"), "w") as f:
+      json.dump({"seed": s, "chains": {k: _answers(100, v + s) for k, v in chains.items()},
+                 "dpo": [{"round": 1, "pairs": 40 + s, "sampled": 8, "sampled_correct": 4}]}, f)
   out = write_report(wd, cfg, seeds=[0, 1, 2], task="tiny", timings={"total": 1.0})
   report = open(os.path.join(wd, "report.md")).read()
   assert "| two agents (SFT) | 91.0 ± 1.0 | 90.0-92.0 | 3 | 273/300 |" in report
@@ -174,3 +176,31 @@ def test_the_schedule_starts_a_second_job_of_a_kind_once_the_first_has_compiled(
   assert set(seconds) == set(jobs)
   start = {n: float(open(stamp(n)).read()) for n in ("r0", "r1", "s0")}
   assert start["s0"] < start["r1"] < start["r0"] + 4.0
+
+
+def test_each_worker_keeps_to_its_own_cpus():
+  """configs/demo.py pin_workers: disjoint, equal shares that cover every CPU (the last takes the remainder); with
+  fewer CPUs than workers nobody is pinned."""
+  from pipelines.demo import worker_cpus
+
+  assert [worker_cpus([0, 1], 2, i) for i in range(2)] == [[0], [1]]
+  assert [worker_cpus([0, 1, 2, 3, 4], 2, i) for i in range(2)] == [[0, 1], [2, 3, 4]]
+  assert [worker_cpus([3], 2, i) for i in range(2)] == [[3], [3]]
+
+
+def _affinity(path: str) -> None:
+  """A stand-in job: the CPUs its worker may run on, into `path` (held a moment, so both workers take a job)."""
+  import time
+  with open(path, "w") as f:
+    json.dump(sorted(os.sched_getaffinity(0)), f)
+  time.sleep(1.0)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs")
+def test_pinned_workers_run_on_disjoint_cpus(tmp_path):
+  from pipelines.demo import _Job, _run_jobs
+
+  jobs = {f"j{i}": _Job(_affinity, (str(tmp_path / f"j{i}"),), (), "eval") for i in range(2)}
+  _run_jobs(jobs, 2, log_dir=str(tmp_path / "logs"), cache=str(tmp_path / "cache"), pin=True)
+  a, b = (set(json.load(open(tmp_path / f"j{i}"))) for i in range(2))
+  assert a and b and not a & b and a | b == os.sched_getaffinity(0)
