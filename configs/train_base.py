@@ -124,7 +124,11 @@ def data_section() -> ml_collections.ConfigDict:
   d.read_threads = 16
   d.strict = False  # raise on the first bad record instead of skipping it
   d.min_target_tokens = 4  # reply tokens that must survive truncation
-  d.prefetch_buffer_size = 4  # batches buffered per worker
+  # batches buffered per worker process, and the examples the reader threads keep ready (this many batches' worth,
+  # at least one per thread; Grain's own default is 500 examples, and its iterator checks every buffered one at each
+  # example: one job alone on one core ran the demo's reasoning SFT at 2.30-2.32 steps/s with 16-32 examples
+  # buffered against 2.02-2.19 with 500)
+  d.prefetch_buffer_size = 4
   # the record format: "auto" (our records, insightv_jax/data/records.py) or "llava": LLaVA-NeXT / Insight-V JSON:
   # {"image", "conversations": [{"from": "human"|"gpt", "value"}]} trained as given (every gpt turn a target), or
   # with configs/dpo.py {"image", "prompt", "chosen", "rejected"}. ("cot" here is the deprecated spelling of

@@ -43,12 +43,12 @@ from pipelines import demo_eval, demo_rl, demo_seed
 from pipelines.demo_report import write_report
 from pipelines.demo_seed import Paths
 
-# relative cost of each job, for the schedule (longest remaining path first): per-seed job seconds expected of the
-# default config on 2 cores, from a run of the previous settings (2026-12-07: reasoning 312-353 s at batch 16, grpo
-# 108-198 at 4 rollouts per point, summary 181-194 at batch 16, cot ~120 and direct ~66 at 200 steps, dpo 85-111,
-# eval 113-147 with the chain accuracy, summary_rl ~32-60) scaled to today's steps, batches and questions
-COST = {"reasoning": 2.5, "summary": 2.3, "direct": 0.7, "cot": 1.1, "dpo": 1.6, "grpo": 1.9, "summary_rl": 0.5,
-        "eval": 1.0, "chains": 0.5}
+# relative cost of each job, for the schedule (longest remaining path first): per-seed job seconds of the default
+# config on 2 cores, 2 pinned workers (2026-12-07 run of c13f024, scaled to today's batches and steps: reasoning
+# 160-196 s, summary ~200 at batch 16, dpo ~100 with a compile per round (~40 s less now), grpo 73-120, cot ~70,
+# eval 44-67, direct 38-52, chains 27-32, summary_rl 19-42)
+COST = {"reasoning": 2.6, "summary": 3.0, "direct": 0.7, "cot": 1.1, "dpo": 1.0, "grpo": 1.4, "summary_rl": 0.5,
+        "eval": 0.9, "chains": 0.5}
 
 
 def run_demo(cfg, wd: str) -> dict:
