@@ -28,8 +28,8 @@ right, 0.5: 95.1%). From the slips-1.0 agent at T 1.0: one DPO round (128 x 8 ch
 accuracy 0.84 -> 0.95+ within 4 rollouts). J-GRPO of the summary agent (first run with these settings, seed 0,
 its SFT summary agent with the SFT reasoner: 57.4% of held-out reasoning questions): 30 rollouts at lr 3e-4 or
 1e-3 raised its rollout accuracy on the reasoning agent's own chains from 0.39 to 0.5-0.6 but lowered the held-out
-two-agent accuracy to 52.0% (both lrs); the demo keeps 16 rollouts at lr 1e-4 (first run: 77.5% vs 78.8% over
-3 seeds, no gain).
+two-agent accuracy to 52.0% (both lrs); the demo keeps lr 1e-4 (16 rollouts: 77.5% vs 78.8% over 3 seeds, no
+gain; 12 rollouts on 3f23dfa: 83.2% vs 83.4%).
 """
 
 import ml_collections
@@ -134,15 +134,11 @@ def get_config(arg: str = ""):
   c.datagen.assembly.summary_high = 3
 
   # max_len: above the longest example of each job (an over-long reply loses its end: the total). Steps: the first
-  # run with reasoning_slips (these steps) took 32 min on 2 cores, over the 20 min goal. Its losses were flat from
-  # step ~300 (reasoning), ~40 (summary), ~80 (cot), ~40 (direct), yet a run at 400 / 150 / 100 / 150 steps and 300
-  # held-out questions (24 min) broke: the summary agent answered one number to every reasoning question on 2 of 3
-  # seeds (22.3%, two agents 37.0%), the one-model chain collapsed on 1 seed (57.9 +- 31.0%), and the 400-step
-  # reasoning agent of seed 2 (69% of chains right) got no better with DPO or GRPO. So the steps stay. Nor do
-  # fewer, larger steps save time: the step is bound by its work per example (batch 32: 53.9 examples/s, batch 16:
-  # 53.6, one process, idle), and XLA CPU flags did not speed it (thunk runtime off 51.1, XNNPACK off 54.3, fast
-  # math 52.5, single-threaded Eigen 49.7 examples/s). 9.9 GFLOP per step at 3.35 steps/s is ~33 GFLOP/s, ~10% of
-  # JAX's fp32 matmul peak here (README): a profile of this step is where the 20-minute goal lies
+  # run with reasoning_slips (600 / 300 / 200 / 200 steps of 16) took 32 min on 2 cores. Fewer steps broke agents:
+  # at 400 / 150 / 100 / 150 the summary agent answered one number to every reasoning question on 2 of 3 seeds
+  # (22.3%), the one-model chain collapsed on 1 seed (57.9 +- 31.0%), and the 400-step reasoning agent of seed 2
+  # (69% of chains right) got no better with DPO or GRPO. XLA CPU flags did not speed the step (thunk runtime off,
+  # XNNPACK off, fast math, single-threaded Eigen: 49.7-54.3 examples/s against 53.6).
   # Toward 20 minutes (2026-12-07, 2-core CPU): max_len just above each job's longest example (reasoning 149 tokens,
   # summary 179, direct 89, cot 150; a step's work is max_len x batch, padded). What the agents need is updates for
   # the reasoning agent and the one-model chain, and examples for the summary agent: a run with the reasoning agent
@@ -150,7 +146,8 @@ def get_config(arg: str = ""):
   # headroom), but the one-model chain at 120 steps of 16 answered "2" after right chains (42.3-73.1%), and the
   # summary agent at 300 of 12 departed from right totals (two agents 48.0-77.1%). Probes on that run's agents
   # (held-out reasoning questions): one-model chain 200 x 8 94.3%, 200 x 16 96.6% (seed 2); summary agent 300 x 8
-  # 22.3% (collapsed to one answer), 300 x 12 48.0%, 300 x 16 81.1% (seed 1)
+  # 22.3% (collapsed to one answer), 300 x 12 48.0%, 300 x 16 81.1% (seed 1). These settings (3f23dfa): make demo
+  # 19 min 13 s with its install, one-model chain 95.6 +- 3.3%, two agents 83.4 +- 11.6% (README)
   c.reasoning = _train(train_base.base("sft", "tiny"), 600, 1e-3, 152, batch=8)  # reasoning_sft + slips
   c.summary = _train(train_base.base("sft", "tiny"), 300, 3e-3, 184)  # summary_sft [+ slips]
   # baseline: question -> answer. At max_len 72 the loader skipped the long perception questions as over-long (prompt
