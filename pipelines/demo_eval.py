@@ -63,12 +63,8 @@ def eval_job(cfg, wd: str, seed: int) -> None:
     return
   tokenizer = load_tokenizer(p.tok)
   questions = readers.read_benchmark(p.test)
-  template = cfg.reasoning.data.template
   rounds, points = cfg.dpo_iterative.rounds, cfg.grpo_points
-
-  def agent(spec, job, max_new_tokens, **kw):  # prompted with the preset its SFT job trained it with
-    gen = infer.GenerationConfig(max_new_tokens=max_new_tokens, batch_size=cfg.eval_batch_size, seed=seed)
-    return infer.Agent(load_model(spec), tokenizer, template, gen, preset=cfg[job].data.prompts, **kw)
+  agent = lambda spec, job, max_new_tokens, **kw: _agent(cfg, tokenizer, seed, spec, job, max_new_tokens, **kw)
 
   export = lambda job: "params:" + p.seed(seed, job, "export")
   summary = agent(export("summary"), "summary", cfg.answer_max_new_tokens)
@@ -111,10 +107,8 @@ def chains_job(cfg, wd: str, seed: int) -> None:
     return
   tokenizer = load_tokenizer(p.tok)
   questions = [q for q in readers.read_benchmark(p.test) if q.meta.get("task") not in PERCEPTION_KINDS]
-  gen = infer.GenerationConfig(max_new_tokens=cfg.reasoning_max_new_tokens, batch_size=cfg.eval_batch_size,
-                               seed=seed)
-  chains = {name: chain_accuracy(infer.Agent(load_model(spec), tokenizer, cfg.reasoning.data.template, gen,
-                                             preset=cfg.reasoning.data.prompts), questions, cfg)
+  chains = {name: chain_accuracy(_agent(cfg, tokenizer, seed, spec, "reasoning", cfg.reasoning_max_new_tokens),
+                                 questions, cfg)
             for name, spec in reasoners(cfg, wd, seed).items()}
   dpo = []
   for r in range(1, cfg.dpo_iterative.rounds + 1):
@@ -125,6 +119,14 @@ def chains_job(cfg, wd: str, seed: int) -> None:
   os.makedirs(out, exist_ok=True)
   write_json(os.path.join(out, "results.json"), {"seed": seed, "chains": chains, "dpo": dpo})
   mark_done(out)
+
+
+def _agent(cfg, tokenizer, seed: int, spec: str, job: str, max_new_tokens: int, **kw) -> infer.Agent:
+  """The model `spec` as an agent prompted with the preset its SFT job (`job`) trained it with; greedy, the
+  evaluation's batch size."""
+  gen = infer.GenerationConfig(max_new_tokens=max_new_tokens, batch_size=cfg.eval_batch_size, seed=seed)
+  return infer.Agent(load_model(spec), tokenizer, cfg.reasoning.data.template, gen, preset=cfg[job].data.prompts,
+                     **kw)
 
 
 def read_results(wd: str, seed: int) -> dict:

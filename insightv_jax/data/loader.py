@@ -122,15 +122,14 @@ def make_dataset(source, cfg: LoaderConfig, model_cfg: LlavaConfig, tokenizer, *
   encoder = Encoder(cfg, model_cfg, tokenizer, dpo=dpo, shared=shared, stop=stop)
   _probe(ds, encoder, cfg)
   ds = ds.map(encoder)
+  g = geometry(cfg, model_cfg, process_count)
   # the reader threads keep prefetch_buffer_size batches' worth of examples ahead (at least one per thread), not
   # Grain's default 500: its iterator walks the whole buffer at every element (configs/train_base.py)
-  rows = geometry(cfg, model_cfg, process_count).rows
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
-                                            prefetch_buffer_size=max(cfg.prefetch_buffer_size * rows,
+                                            prefetch_buffer_size=max(cfg.prefetch_buffer_size * g.rows,
                                                                      cfg.read_threads)))
   pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  it = Batcher(it, cfg, geometry=geometry(cfg, model_cfg, process_count), pad_id=pad_id, batch_type=batch_type,
-               stop=stop)
+  it = Batcher(it, cfg, geometry=g, pad_id=pad_id, batch_type=batch_type, stop=stop)
   if cfg.worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
                                                      per_worker_buffer_size=cfg.prefetch_buffer_size))

@@ -16,8 +16,9 @@ class LoaderConfig:
   pack: pack several examples per row (SFT only). images_per_row: image slots per row (1 without packing).
   template: chat template name (templates.TEMPLATES). seed / num_epochs (None = forever): shuffling.
   worker_count: Grain worker processes (0 = in-process). read_threads: threads that read and encode records in
-  each process (Grain's ReadOptions.num_threads; 0 = in the thread that iterates). strict: raise on the first bad
-  record.
+  each process (Grain's ReadOptions.num_threads; 0 = in the thread that iterates). prefetch_buffer_size: batches
+  buffered per worker process, and the reader threads' buffer (that many batches' worth of examples). strict:
+  raise on the first bad record.
   min_target_tokens: reply tokens that must survive truncation. image_root: root of relative image paths.
   format: the record format: "auto" (our records, `records.py`) or "llava" (LLaVA-NeXT JSON records:
   conversations trained as given, or DPO pairs; `llava_format`). "cot" is the deprecated spelling of
